@@ -1,0 +1,36 @@
+# Mastery Hub — the two commands of the README are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test bench lint clean
+
+## install: create .venv and install the project with its embedded, test and dev extras
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,test,dev]'
+	@touch $(STAMP)
+
+## run: start the embedded database and the app (Ctrl-C stops both)
+run: install
+	$(VENV)/bin/masteryhub serve
+
+## test: run the whole test suite against a real MongoDB-wire server
+test: install
+	$(PY) -m pytest
+
+## bench: load and timing benchmarks (not part of make test)
+bench: install
+	$(PY) -m pytest tests/benchmarks -p no:cacheprovider -s -o addopts="" -o timeout=3600
+
+## lint: ruff
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

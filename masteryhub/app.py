@@ -1,0 +1,57 @@
+"""The Flask app factory: the one place where the LRS, the mapper and the LTI tool meet."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from masteryhub.config import Settings
+from masteryhub.database import connect, database_name
+from masteryhub.embedded import EmbeddedServer
+
+
+class DatabaseNotRunning(RuntimeError):
+    pass
+
+
+def resolve_mongodb_uri(settings: Settings) -> str:
+    """The configured URI, or the embedded server already running for ``DATA_DIR``."""
+    if settings.mongodb_uri:
+        return settings.mongodb_uri
+    state = EmbeddedServer(settings.data_dir).running()
+    if state is None:
+        raise DatabaseNotRunning(
+            f"No MASTERYHUB_MONGODB_URI is set and no embedded database runs for "
+            f"{settings.data_dir}. Use `masteryhub serve` (starts one), or "
+            "`masteryhub db start` first.")
+    return state.uri
+
+
+def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = None) -> Flask:
+    """Build the app; nothing is connected or registered at import time.
+
+    ``mongodb_uri`` overrides the settings' URI (the ``serve`` command passes the embedded
+    server's address; tests pass their own server's).
+    """
+    settings = settings or Settings.from_env()
+    uri = mongodb_uri or resolve_mongodb_uri(settings)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    app = Flask("masteryhub", instance_path=str(settings.data_dir))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MASTERYHUB_SETTINGS=settings,
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        SESSION_COOKIE_HTTPONLY=True,
+    )
+    db = connect(uri, database_name(uri, settings.db_name), settings.db_timeout_ms)
+    app.extensions["masteryhub.db"] = db
+    app.extensions["masteryhub.settings"] = settings
+
+    from masteryhub.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+    return app

@@ -1,0 +1,131 @@
+"""The `masteryhub` command line, run as a user runs it: as a separate process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from masteryhub.embedded import _pid_alive, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def cli_env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERYHUB_")}
+    env["MASTERYHUB_DATA_DIR"] = str(tmp_path / "data")
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, env, timeout=60):
+    return subprocess.run([sys.executable, "-m", "masteryhub.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def get_json(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def wait_healthy(url, process, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read()
+        try:
+            status, body = get_json(url)
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not healthy within {timeout} s")
+
+
+def wait_dead(pid, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    return not _pid_alive(pid)
+
+
+def test_help_reads_well(tmp_path):
+    result = run_cli("--help", env=cli_env(tmp_path))
+    assert result.returncode == 0
+    for word in ("serve", "db", "MASTERYHUB_MONGODB_URI", "MASTERYHUB_DATA_DIR"):
+        assert word in result.stdout
+    serve_help = run_cli("serve", "--help", env=cli_env(tmp_path)).stdout
+    assert "--workers" in serve_help and "--port" in serve_help
+
+
+def test_bad_configuration_exits_with_the_problem(tmp_path):
+    result = run_cli("serve", env=cli_env(tmp_path, MASTERYHUB_PORT="abc"))
+    assert result.returncode != 0
+    assert "MASTERYHUB_PORT='abc': must be a whole number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_db_start_status_stop(tmp_path):
+    env = cli_env(tmp_path)
+    assert run_cli("db", "status", env=env).returncode == 1
+    started = run_cli("db", "start", env=env)
+    assert started.returncode == 0, started.stderr
+    status = run_cli("db", "status", "--json", env=env)
+    info = json.loads(status.stdout)
+    assert status.returncode == 0 and info["running"] is True and info["mode"] == "embedded"
+    stopped = run_cli("db", "stop", env=env)
+    assert "stopped" in stopped.stdout
+    assert wait_dead(info["pid"])
+    assert run_cli("db", "status", env=env).returncode == 1
+
+
+@pytest.mark.timeout(120)
+def test_serve_is_healthy_refuses_a_second_copy_and_stops_cleanly(tmp_path):
+    port = free_port()
+    env = cli_env(tmp_path, MASTERYHUB_PORT=str(port))
+    started = time.monotonic()
+    app = subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "serve"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body = wait_healthy(f"http://127.0.0.1:{port}/healthz", app)
+        assert body["database"]["status"] == "ok"
+        assert time.monotonic() - started < 15
+        db_pid = json.loads((tmp_path / "data" / "db.json").read_text())["pid"]
+
+        second = run_cli("serve", "--port", str(free_port()), env=env)
+        assert second.returncode != 0
+        assert "already running" in second.stderr
+        assert "WiredTiger" not in second.stderr
+
+        app.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        app.wait(30)
+        assert wait_dead(db_pid), "embedded database left running after Ctrl-C"
+        assert not (tmp_path / "data" / "db.json").exists()
+    finally:
+        if app.poll() is None:
+            app.kill()
+
+
+@pytest.mark.timeout(120)
+def test_serve_with_gunicorn_workers_and_sigterm(tmp_path):
+    port = free_port()
+    env = cli_env(tmp_path, MASTERYHUB_PORT=str(port))
+    app = subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "serve", "--workers", "2"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", app, timeout=30)
+        db_pid = json.loads((tmp_path / "data" / "db.json").read_text())["pid"]
+        app.terminate()
+        app.wait(30)
+        assert wait_dead(db_pid)
+    finally:
+        if app.poll() is None:
+            app.kill()
