@@ -51,7 +51,16 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     app.extensions["masteryhub.db"] = db
     app.extensions["masteryhub.settings"] = settings
 
+    from lrs.store import StatementStore
+    from lrs.web import init_app as init_lrs
     from masteryhub.health import bp as health_bp
 
     app.register_blueprint(health_bp)
+
+    def make_store() -> StatementStore:
+        store = StatementStore(db)
+        store.ensure_indexes()
+        return store
+
+    init_lrs(app, make_store, base_url=settings.base_url)
     return app

@@ -77,3 +77,24 @@ def client(app):
 def db(app):
     """The pymongo database the app uses, for asserting what was stored."""
     return app.extensions["masteryhub.db"]
+
+
+@pytest.fixture
+def xapi_credential(app) -> tuple[str, str]:
+    """(key, secret) of a provider credential with every scope."""
+    from lrs.auth import create_credential
+
+    credential, secret = create_credential("Test provider", ["all"])
+    return credential.key, secret
+
+
+def basic_auth(key: str, secret: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+
+
+@pytest.fixture
+def xapi_headers(xapi_credential) -> dict[str, str]:
+    """Headers a conformant xAPI client sends: Basic credentials and the version."""
+    return {"Authorization": basic_auth(*xapi_credential), "X-Experience-API-Version": "1.0.3"}

@@ -1,0 +1,433 @@
+"""Statement storage in MongoDB: sequence-numbered, exact, and read in bounded windows.
+
+Layout of ``lrs_statements`` (one document per statement):
+
+- ``_id``: the sequence number, allocated in ranges from ``lrs_counters``; listing,
+  paging, ``since``/``until`` and the mapping worker all read ranges of it.
+- ``sid``: the statement id (unique index: immutability and single GETs).
+- ``j``: the statement as served (``format=exact``): the JSON received plus the properties
+  the LRS sets, kept as bytes so that any valid JSON (huge numbers, ``$``-keys in
+  extensions) is stored and returned exactly.
+- ``k``: query keys (see :mod:`lrs.keys`), indexed with ``_id`` as ``(k, _id)``.
+- ``st``: stored time; ``v``: true once voided; ``a``: properties the LRS added
+  (ignored when a resubmitted statement is compared).
+
+Why sequence ranges and a watermark: a reader that pages or follows the stream must never
+skip a statement whose write finished late (sequence 101 visible before 100). Each writer
+registers its range as *pending* in the same atomic update that allocates it and clears it
+once the write is acknowledged, so the watermark — the highest sequence below which every
+write has completed — is just "lowest pending start - 1". It is what
+``X-Experience-API-Consistent-Through`` reports and where the mapper may read up to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+import pymongo
+from bson import Binary
+from pymongo import ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError
+
+from lrs import keys as K
+from lrs.errors import XAPIError
+
+COUNTER_ID = "statements"
+# A writer that died holding a range must not stall readers for ever; any write still
+# running after this long has failed (its client timed out), so its range is released.
+PENDING_EXPIRY = dt.timedelta(seconds=120)
+WRITE_TIMEOUT_S = 60.0
+MAX_PAGE = 500
+TIME_SLACK_SEQ = 2000
+# Properties that the LRS may set or overwrite, ignored when comparing a resubmitted
+# statement with the stored one (Part Two §2.3 "Statement Comparison Requirements").
+_COMPARE_IGNORED = ("stored", "authority", "version", "id")
+
+
+def utcnow() -> dt.datetime:
+    # Millisecond precision: what BSON dates keep, so `stored` survives a round trip.
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Watermark:
+    seq: int  # every statement with a sequence <= seq is visible
+    time: dt.datetime  # every statement stored before this time is visible
+
+
+@dataclass
+class Stored:
+    """A statement as read back."""
+
+    seq: int
+    sid: str
+    json: bytes
+    stored: dt.datetime
+    voided: bool
+
+    def statement(self) -> dict:
+        return orjson.loads(self.json)
+
+
+def _normalised(stmt: dict, added: Iterable[str]) -> dict:
+    drop = set(_COMPARE_IGNORED) | set(added)
+    return {k: v for k, v in _context_arrays(stmt).items() if k not in drop}
+
+
+def _context_arrays(stmt: dict) -> dict:
+    """Part Two §2.4.6.2: a single context Activity is returned as an array of one."""
+    context = stmt.get("context")
+    if not isinstance(context, dict) or not isinstance(context.get("contextActivities"), dict):
+        return stmt
+    groups = context["contextActivities"]
+    if all(isinstance(v, list) for v in groups.values()):
+        return stmt
+    arrays = {k: v if isinstance(v, list) else [v] for k, v in groups.items()}
+    return dict(stmt, context=dict(context, contextActivities=arrays))
+
+
+class StatementStore:
+    """Everything the statements resource and the mapper need from the database."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.statements = db["lrs_statements"]
+        self.counters = db["lrs_counters"]
+        self.attachments = db["lrs_attachments"]
+        self.activities = db["lrs_activities"]
+        self._known_definitions: dict[str, bytes] = {}
+
+    def ensure_indexes(self) -> None:
+        """The only two secondary indexes of the statement collection (ingest pays for each)."""
+        self.statements.create_index("sid", unique=True, name="sid_unique")
+        self.statements.create_index([("k", 1), ("_id", 1)], name="keys_seq")
+
+    # -- sequence allocation ---------------------------------------------------------
+    def _allocate(self, count: int, now: dt.datetime) -> tuple[int, str]:
+        token = uuid.uuid4().hex
+        doc = self.counters.find_one_and_update(
+            {"_id": COUNTER_ID},
+            [{"$set": {
+                "pending": {"$concatArrays": [{"$ifNull": ["$pending", []]}, [{
+                    "t": token, "s": {"$add": [{"$ifNull": ["$next", 0]}, 1]}, "at": now}]]},
+                "next": {"$add": [{"$ifNull": ["$next", 0]}, count]},
+            }}],
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return doc["next"] - count + 1, token
+
+    def _release(self, token: str) -> None:
+        self.counters.update_one({"_id": COUNTER_ID}, {"$pull": {"pending": {"t": token}}})
+
+    def watermark(self) -> Watermark:
+        now = utcnow()
+        doc = self.counters.find_one({"_id": COUNTER_ID}) or {}
+        live = [p for p in doc.get("pending", ())
+                if _aware(p["at"]) > now - PENDING_EXPIRY]
+        if not live:
+            return Watermark(doc.get("next", 0), now)
+        oldest = min(live, key=lambda p: p["s"])
+        return Watermark(oldest["s"] - 1, _aware(min(p["at"] for p in live)))
+
+    def last_seq(self) -> int:
+        doc = self.counters.find_one({"_id": COUNTER_ID}, {"next": 1}) or {}
+        return doc.get("next", 0)
+
+    # -- writing -----------------------------------------------------------------------
+    def insert(self, statements: Sequence[dict], *, authority: dict,
+               credential_key: str | None, version: str = "1.0.3",
+               attachments: dict[str, tuple[str, bytes]] | None = None) -> list[str]:
+        """Store validated statements atomically as a batch; return their ids in order.
+
+        Part Three §2.1.2: a statement whose id is already stored with the same content is
+        accepted and not stored again; with different content the whole batch is 409.
+        """
+        now = utcnow()
+        stored_iso = iso(now)
+        ids: list[str] = []
+        seen: set[str] = set()
+        for i, stmt in enumerate(statements):
+            sid = stmt.get("id")
+            if sid is None:
+                sid = str(uuid.uuid4())
+            else:
+                sid = sid.lower()
+                if sid in seen:
+                    raise XAPIError(f"statement[{i}].id: {sid} appears twice in this batch")
+            seen.add(sid)
+            ids.append(sid)
+
+        given = [sid for stmt, sid in zip(statements, ids, strict=True) if "id" in stmt]
+        void_targets = {
+            stmt["object"]["id"].lower(): sid
+            for stmt, sid in zip(statements, ids, strict=True)
+            if stmt["verb"]["id"] == K.VOIDED_VERB
+        }
+        referenced = {stmt["object"]["id"].lower() for stmt in statements
+                      if stmt["object"].get("objectType") == "StatementRef"}
+        existing, voided_by_earlier, targets = self._lookup(given, referenced)
+
+        for target_id in void_targets:
+            target = targets.get(target_id)
+            if target is not None and target["vb"]:
+                raise XAPIError(f"statement {void_targets[target_id]} voids {target_id}, "
+                                "which is itself a voiding statement; voiding statements "
+                                "cannot be voided", 400)
+            if target_id in seen:
+                raise XAPIError(f"statement {void_targets[target_id]} voids {target_id}, "
+                                "sent in the same batch; send the voiding statement after")
+
+        docs = []
+        skip: set[int] = set()
+        for i, (stmt, sid) in enumerate(zip(statements, ids, strict=True)):
+            if sid in existing:
+                old = orjson.loads(existing[sid]["j"])
+                if _normalised(old, existing[sid].get("a", ())) != _normalised(
+                        stmt, [] if "timestamp" in stmt else ["timestamp"]):
+                    raise XAPIError(f"statement[{i}].id: a different statement with id {sid} "
+                                    "is already stored (statements are immutable)", 409)
+                skip.add(i)
+
+        todo = [i for i in range(len(statements)) if i not in skip]
+        if not todo:
+            return ids
+
+        start, token = self._allocate(len(todo), now)
+        try:
+            for offset, i in enumerate(todo):
+                stmt, sid = statements[i], ids[i]
+                full, added = self._complete(stmt, sid, stored_iso, authority, version)
+                k = K.statement_keys(full, credential_key)
+                obj = full["object"]
+                if obj.get("objectType") == "StatementRef":
+                    target = targets.get(obj["id"].lower())
+                    if target is not None:
+                        k |= K.inherited_keys(target["k"])
+                doc = {"_id": start + offset, "sid": sid, "j": Binary(orjson.dumps(full)),
+                       "st": now, "k": sorted(k)}
+                if added:
+                    doc["a"] = added
+                if sid in voided_by_earlier:
+                    doc["v"] = True
+                if full["verb"]["id"] == K.VOIDED_VERB:
+                    doc["vb"] = True
+                docs.append(doc)
+            self._insert_docs(docs)
+            if void_targets:
+                self.statements.update_many(
+                    {"sid": {"$in": list(void_targets)}, "vb": {"$exists": False}},
+                    {"$set": {"v": True}})
+            if attachments:
+                self._store_attachments(attachments)
+        finally:
+            self._release(token)
+        self._remember_definitions(statements)
+        return ids
+
+    def _lookup(self, given: list[str], referenced: set[str]
+                ) -> tuple[dict[str, dict], set[str], dict[str, dict]]:
+        """One round trip for: ids already stored, ids already voided by an earlier
+        voiding statement, and the statements this batch references."""
+        if not given and not referenced:
+            return {}, set(), {}
+        clauses: list[dict] = [{"sid": {"$in": list(set(given) | referenced)}}]
+        if given:
+            clauses.append({"k": {"$in": [K.VOIDS + sid for sid in given]}})
+        existing: dict[str, dict] = {}
+        targets: dict[str, dict] = {}
+        voided: set[str] = set()
+        given_set = set(given)
+        for doc in self.statements.find({"$or": clauses} if len(clauses) > 1 else clauses[0],
+                                        {"sid": 1, "j": 1, "a": 1, "k": 1, "vb": 1}):
+            sid = doc["sid"]
+            doc.setdefault("vb", False)
+            if sid in given_set:
+                existing[sid] = doc
+            if sid in referenced:
+                targets[sid] = doc
+            if doc["vb"]:
+                for key in doc["k"]:
+                    if key.startswith(K.VOIDS) and key[len(K.VOIDS):] in given_set:
+                        voided.add(key[len(K.VOIDS):])
+        return existing, voided, targets
+
+    @staticmethod
+    def _complete(stmt: dict, sid: str, stored_iso: str, authority: dict,
+                  version: str) -> tuple[dict, list[str]]:
+        """Fill id, stored, authority, timestamp and version (Part Two §2.4)."""
+        full = _context_arrays(stmt)
+        full = dict(full) if full is stmt else full
+        added: list[str] = []
+        full["id"] = sid
+        if "timestamp" not in full:
+            full["timestamp"] = stored_iso
+            added.append("timestamp")
+        full["stored"] = stored_iso
+        full["authority"] = authority
+        if "version" not in full:
+            full["version"] = "2.0.0" if version.startswith("2") else "1.0.0"
+            added.append("version")
+        return full, added
+
+    def _insert_docs(self, docs: list[dict]) -> None:
+        try:
+            with pymongo.timeout(WRITE_TIMEOUT_S):
+                self.statements.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            # Two requests raced with the same id: undo ours so the batch changes nothing.
+            duplicates = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
+            if duplicates and len(duplicates) == len(exc.details["writeErrors"]):
+                failed = {e["index"] for e in duplicates}
+                ours = [d["_id"] for i, d in enumerate(docs) if i not in failed]
+                if ours:
+                    self.statements.delete_many({"_id": {"$in": ours}})
+                raise XAPIError("a statement with the same id was stored concurrently; "
+                                "retry the request", 409) from None
+            raise
+
+    def _store_attachments(self, attachments: dict[str, tuple[str, bytes]]) -> None:
+        ops = [pymongo.UpdateOne({"_id": sha2}, {"$setOnInsert": {
+            "contentType": content_type, "data": Binary(data), "length": len(data)}},
+            upsert=True) for sha2, (content_type, data) in attachments.items()]
+        self.attachments.bulk_write(ops, ordered=False)
+
+    def _remember_definitions(self, statements: Sequence[dict]) -> None:
+        """Keep each activity's latest definition for GET /activities (Part Three §2.5).
+
+        An in-process cache skips the write when a definition has not changed, which is
+        nearly always: providers repeat the same activities in every statement.
+        """
+        changed: dict[str, dict] = {}
+        for stmt in statements:
+            for activity in _activities_with_definitions(stmt):
+                encoded = orjson.dumps(activity["definition"], option=orjson.OPT_SORT_KEYS)
+                if self._known_definitions.get(activity["id"]) != encoded:
+                    self._known_definitions[activity["id"]] = encoded
+                    changed[activity["id"]] = activity["definition"]
+        if not changed:
+            return
+        current = {d["_id"]: orjson.loads(d["j"]) for d in
+                   self.activities.find({"_id": {"$in": list(changed)}})}
+        ops = []
+        for activity_id, definition in changed.items():
+            merged = merge_definitions(current.get(activity_id, {}).get("definition", {}),
+                                       definition)
+            body = {"objectType": "Activity", "id": activity_id, "definition": merged}
+            ops.append(pymongo.ReplaceOne({"_id": activity_id},
+                                          {"j": Binary(orjson.dumps(body))}, upsert=True))
+        self.activities.bulk_write(ops, ordered=False)
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, sid: str) -> Stored | None:
+        doc = self.statements.find_one({"sid": sid.lower()})
+        return _stored(doc) if doc else None
+
+    def attachment(self, sha2: str) -> tuple[str, bytes] | None:
+        doc = self.attachments.find_one({"_id": sha2})
+        return (doc["contentType"], bytes(doc["data"])) if doc else None
+
+    def find(self, filters: list[dict], *, hi: int, lo: int, limit: int, ascending: bool,
+             since: dt.datetime | None = None, until: dt.datetime | None = None
+             ) -> list[Stored]:
+        """Up to ``limit`` non-voided statements with ``lo < seq <= hi`` matching every
+        filter (each ``{'k': ...}``), read in widening windows of the sequence so no query
+        ever asks the database to sort an unbounded candidate set."""
+        base: dict = {"v": {"$exists": False}}
+        if filters:
+            base["$and"] = filters
+        if since is not None:
+            base["st"] = {"$gt": since}
+        if until is not None:
+            base.setdefault("st", {})["$lte"] = until
+        found: list[Stored] = []
+        window = max(limit * 4, 512)
+        while hi > lo and len(found) < limit:
+            if ascending:
+                upper = min(hi, lo + window)
+                bounds = {"$gt": lo, "$lte": upper}
+            else:
+                lower = max(lo, hi - window)
+                bounds = {"$gt": lower, "$lte": hi}
+            query = dict(base, _id=bounds)
+            cursor = self.statements.find(
+                query, {"sid": 1, "j": 1, "st": 1}, sort=[("_id", 1 if ascending else -1)],
+                limit=limit - len(found))
+            found.extend(_stored(doc) for doc in cursor)
+            if ascending:
+                lo = upper
+            else:
+                hi = lower
+            window *= 4
+        return found
+
+    def seq_after(self, when: dt.datetime) -> int:
+        """The highest sequence stored at or before ``when`` (0 if none), found by binary
+        search with point reads on ``_id`` because ``stored`` grows with the sequence.
+        Writers racing each other can interleave by a few milliseconds, so callers widen
+        the bound by :data:`TIME_SLACK_SEQ` and filter on ``st`` exactly."""
+        low, high = 0, self.last_seq()
+        while low < high:
+            mid = (low + high + 1) // 2
+            doc = self.statements.find_one({"_id": {"$gte": mid}}, {"st": 1},
+                                           sort=[("_id", 1)])
+            if doc is not None and _aware(doc["st"]) <= when:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def statements_in_range(self, lo: int, hi: int, batch: int = 500) -> Iterable[dict]:
+        """Every statement (voided included) with ``lo < seq <= hi`` in sequence order, for
+        consumers that follow the stream (the mapper)."""
+        while lo < hi:
+            upper = min(hi, lo + batch)
+            docs = list(self.statements.find({"_id": {"$gt": lo, "$lte": upper}},
+                                             sort=[("_id", 1)]))
+            yield from docs
+            lo = upper
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _stored(doc: dict) -> Stored:
+    return Stored(seq=doc["_id"], sid=doc["sid"], json=bytes(doc["j"]),
+                  stored=_aware(doc["st"]), voided=bool(doc.get("v")))
+
+
+def _activities_with_definitions(stmt: dict) -> Iterable[dict]:
+    stack = [stmt]
+    while stack:
+        current = stack.pop()
+        obj = current.get("object", {})
+        if obj.get("objectType", "Activity") == "Activity" and "definition" in obj:
+            yield obj
+        elif obj.get("objectType") == "SubStatement":
+            stack.append(obj)
+        for value in (current.get("context") or {}).get("contextActivities", {}).values():
+            for activity in value if isinstance(value, list) else (value,):
+                if "definition" in activity:
+                    yield activity
+
+
+def merge_definitions(old: dict, new: dict) -> dict:
+    """Newer values win; language maps and extensions are merged key by key."""
+    merged = dict(old)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
