@@ -98,3 +98,21 @@ def basic_auth(key: str, secret: str) -> str:
 def xapi_headers(xapi_credential) -> dict[str, str]:
     """Headers a conformant xAPI client sends: Basic credentials and the version."""
     return {"Authorization": basic_auth(*xapi_credential), "X-Experience-API-Version": "1.0.3"}
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:
+    """The app on a real loopback HTTP server (for real clients: tincan, browsers);
+    yields its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
