@@ -37,12 +37,29 @@ def _settings_epilog() -> str:
 
 @click.group(epilog=_settings_epilog(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="masteryhub")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Mastery Hub: competency-based credit from xAPI evidence, inside Canvas and Moodle.
 
     Run `masteryhub serve` to start the app (and, unless MASTERYHUB_MONGODB_URI is set, the
     embedded database with its data in MASTERYHUB_DATA_DIR).
     """
+    ctx.obj = {"database": open_database}
+
+
+@contextlib.contextmanager
+def open_database() -> Iterator[object]:
+    """For commands that need the database: the configured one, the embedded server running
+    for DATA_DIR, or one started for the duration of the command."""
+    from masteryhub.database import connect, database_name
+    from masteryhub.embedded import database_uri
+
+    settings = load_settings()
+    try:
+        with database_uri(settings.data_dir, settings.mongodb_uri) as uri:
+            yield connect(uri, database_name(uri, settings.db_name), settings.db_timeout_ms)
+    except EmbeddedError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -222,6 +239,14 @@ def _ping(uri: str) -> bool:
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
+
+def _register_product_commands() -> None:
+    from lrs.cli import credentials
+
+    main.add_command(credentials)
+
+
+_register_product_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -129,3 +129,35 @@ def test_serve_with_gunicorn_workers_and_sigterm(tmp_path):
     finally:
         if app.poll() is None:
             app.kill()
+
+
+def test_credentials_create_list_revoke(tmp_path, mongo_server_uri, db_name):
+    env = cli_env(tmp_path, MASTERYHUB_MONGODB_URI=mongo_server_uri, MASTERYHUB_DB_NAME=db_name)
+    created = run_cli("credentials", "create", "--name", "Algebra Online",
+                      "--scopes", "statements/write,state", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    info = json.loads(created.stdout)
+    assert info["scopes"] == ["statements/write", "state"] and len(info["secret"]) >= 30
+
+    listed = json.loads(run_cli("credentials", "list", "--json", env=env).stdout)
+    assert [c["key"] for c in listed] == [info["key"]]
+    assert info["secret"] not in json.dumps(listed)
+    assert "Algebra Online" in run_cli("credentials", "list", env=env).stdout
+
+    bad = run_cli("credentials", "create", "--name", "x", "--scopes", "everything", env=env)
+    assert bad.returncode == 2 and "unknown scope(s) everything" in bad.stderr
+
+    assert run_cli("credentials", "revoke", info["key"], env=env).returncode == 0
+    assert json.loads(run_cli("credentials", "list", "--json", env=env).stdout) == []
+    missing = run_cli("credentials", "revoke", "nope", env=env)
+    assert missing.returncode == 1 and "no credential with key 'nope'" in missing.stderr
+
+
+def test_credentials_start_the_embedded_database_when_none_runs(tmp_path):
+    env = cli_env(tmp_path)
+    created = run_cli("credentials", "create", "--name", "P", "--json", env=env)
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    listed = run_cli("credentials", "list", "--json", env=env)
+    assert key in listed.stdout  # stored durably in DATA_DIR/db, across two servers
+    assert not (tmp_path / "data" / "db.json").exists()  # and none left running
