@@ -25,7 +25,7 @@ test: install
 
 ## bench: load and timing benchmarks (not part of make test)
 bench: install
-	$(PY) -m pytest tests/benchmarks -p no:cacheprovider -s -o addopts="" -o timeout=3600
+	@for f in tests/benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 ## lint: ruff
 lint: install

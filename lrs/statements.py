@@ -12,6 +12,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from lrs import keys as K
 from lrs.errors import XAPIError, XAPIValidationError
 from lrs.formats import parse_accept_language, to_canonical, to_ids
+from lrs.jsonio import dumps_json
 from lrs.store import MAX_PAGE, TIME_SLACK_SEQ, StatementStore, Stored, iso
 from lrs.validation import (
     is_iri,
@@ -21,8 +22,6 @@ from lrs.validation import (
     validate_statements,
 )
 from lrs.web import XRequest, authority_of, json_response, resource, store
-
-SIGNATURE_USAGE = "http://adlnet.gov/expapi/attachments/signature"
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                    r"[0-9a-fA-F]{12}$")
@@ -205,8 +204,8 @@ def _formatted(found: Stored, fmt: str, req: XRequest) -> bytes:
         return found.json
     stmt = found.statement()
     if fmt == "ids":
-        return orjson.dumps(to_ids(stmt))
-    return orjson.dumps(to_canonical(stmt, parse_accept_language(
+        return dumps_json(to_ids(stmt))
+    return dumps_json(to_canonical(stmt, parse_accept_language(
         req.headers.get("accept-language"))))
 
 
@@ -221,8 +220,7 @@ def _multipart(body: bytes, statements: list[dict], lrs_store: StatementStore,
     wanted: dict[str, None] = {}
     for stmt in statements:
         for item in _all_attachments(stmt):
-            if "fileUrl" not in item or lrs_store.attachment(item["sha2"]) is not None:
-                wanted[item["sha2"]] = None
+            wanted[item["sha2"].lower()] = None
     files = []
     for sha2 in wanted:
         found = lrs_store.attachment(sha2)
@@ -262,17 +260,14 @@ def _check_and_collect(statements: list[dict], parts: list | None
     """Part Three §1.5.2: every declared attachment without fileUrl has its part; signed
     statements verify (Part Two §2.6). Imported lazily: JSON-only ingest never needs it."""
     from lrs.attachments import check_attachments, require_no_raw_attachments
-    from lrs.signature import verify_signed_statement
+    from lrs.signature import verify_statement_signatures
 
     if parts is None:
         if any(_all_attachments(s) for s in statements):
             require_no_raw_attachments(statements)
         return {}
-    by_sha = check_attachments(statements, parts)
-    for stmt in statements:
-        for item in stmt.get("attachments") or ():
-            if item.get("usageType") == SIGNATURE_USAGE and item["sha2"] in by_sha:
-                verify_signed_statement(stmt, by_sha[item["sha2"]].data)
+    by_sha = check_attachments(statements, parts)  # keyed by lower-cased sha2
+    verify_statement_signatures(statements, by_sha)
     return {sha2: (part.content_type, part.data) for sha2, part in by_sha.items()}
 
 

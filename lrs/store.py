@@ -23,25 +23,30 @@ write has completed — is just "lowest pending start - 1". It is what
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import orjson
 import pymongo
 from bson import Binary
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from lrs import keys as K
 from lrs.errors import XAPIError
+from lrs.jsonio import dumps_json, loads_json
+
+log = logging.getLogger(__name__)
 
 COUNTER_ID = "statements"
 # A writer that died holding a range must not stall readers for ever; any write still
 # running after this long has failed (its client timed out), so its range is released.
 PENDING_EXPIRY = dt.timedelta(seconds=120)
 WRITE_TIMEOUT_S = 60.0
+RELEASE_DELAY_S = 0.05
 MAX_PAGE = 500
 TIME_SLACK_SEQ = 2000
 # Properties that the LRS may set or overwrite, ignored when comparing a resubmitted
@@ -78,7 +83,7 @@ class Stored:
     voided: bool
 
     def statement(self) -> dict:
-        return orjson.loads(self.json)
+        return loads_json(self.json)
 
 
 def _normalised(stmt: dict, added: Iterable[str]) -> dict:
@@ -108,6 +113,9 @@ class StatementStore:
         self.attachments = db["lrs_attachments"]
         self.activities = db["lrs_activities"]
         self._known_definitions: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+        self._finished: list[str] = []
+        self._timer: threading.Timer | None = None
 
     def ensure_indexes(self) -> None:
         """The only two secondary indexes of the statement collection (ingest pays for each)."""
@@ -115,24 +123,57 @@ class StatementStore:
         self.statements.create_index([("k", 1), ("_id", 1)], name="keys_seq")
 
     # -- sequence allocation ---------------------------------------------------------
-    def _allocate(self, count: int, now: dt.datetime) -> tuple[int, str]:
+    def _allocate(self, count: int, now: dt.datetime) -> tuple[int, str, list[str]]:
+        """Reserve ``count`` sequence numbers as *pending*, in one atomic update that also
+        releases this process's finished ranges; returns (first seq, token, orphan voids)."""
         token = uuid.uuid4().hex
-        doc = self.counters.find_one_and_update(
-            {"_id": COUNTER_ID},
-            [{"$set": {
-                "pending": {"$concatArrays": [{"$ifNull": ["$pending", []]}, [{
-                    "t": token, "s": {"$add": [{"$ifNull": ["$next", 0]}, 1]}, "at": now}]]},
-                "next": {"$add": [{"$ifNull": ["$next", 0]}, count]},
-            }}],
-            upsert=True, return_document=ReturnDocument.AFTER)
-        return doc["next"] - count + 1, token
+        with self._lock:
+            finished, self._finished = self._finished, []
+        kept = {"$filter": {"input": {"$ifNull": ["$pending", []]}, "as": "p",
+                            "cond": {"$not": [{"$in": ["$$p.t", finished]}]}}}
+        try:
+            doc = self.counters.find_one_and_update(
+                {"_id": COUNTER_ID},
+                [{"$set": {
+                    "pending": {"$concatArrays": [kept, [{
+                        "t": token, "s": {"$add": [{"$ifNull": ["$next", 0]}, 1]},
+                        "at": now}]]},
+                    "next": {"$add": [{"$ifNull": ["$next", 0]}, count]},
+                }}],
+                upsert=True, return_document=ReturnDocument.AFTER)
+        except BaseException:
+            with self._lock:
+                self._finished.extend(finished)
+            raise
+        return doc["next"] - count + 1, token, doc.get("orphans", [])
 
-    def _release(self, token: str) -> None:
-        self.counters.update_one({"_id": COUNTER_ID}, {"$pull": {"pending": {"t": token}}})
+    def _finish(self, token: str) -> None:
+        """Mark a range written. Its release rides on this process's next allocation, or a
+        timer flushes it within :data:`RELEASE_DELAY_S`: one round trip less per batch."""
+        with self._lock:
+            self._finished.append(token)
+            if self._timer is None:
+                self._timer = threading.Timer(RELEASE_DELAY_S, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        """Release every finished range now (the timer calls it; so may shutdown code)."""
+        with self._lock:
+            finished, self._finished = self._finished, []
+            self._timer = None
+        if not finished:
+            return
+        try:
+            self.counters.update_one({"_id": COUNTER_ID},
+                                     {"$pull": {"pending": {"t": {"$in": finished}}}})
+        except PyMongoError as exc:
+            # The ranges stay pending until PENDING_EXPIRY; readers wait, nothing is lost.
+            log.warning("could not release finished sequence ranges: %s", exc)
 
     def watermark(self) -> Watermark:
         now = utcnow()
-        doc = self.counters.find_one({"_id": COUNTER_ID}) or {}
+        doc = self.counters.find_one({"_id": COUNTER_ID}, {"orphans": 0}) or {}
         live = [p for p in doc.get("pending", ())
                 if _aware(p["at"]) > now - PENDING_EXPIRY]
         if not live:
@@ -148,10 +189,12 @@ class StatementStore:
     def insert(self, statements: Sequence[dict], *, authority: dict,
                credential_key: str | None, version: str = "1.0.3",
                attachments: dict[str, tuple[str, bytes]] | None = None) -> list[str]:
-        """Store validated statements atomically as a batch; return their ids in order.
+        """Store validated statements as a batch; return their ids in order.
 
         Part Three §2.1.2: a statement whose id is already stored with the same content is
-        accepted and not stored again; with different content the whole batch is 409.
+        accepted and not stored again; with different content the whole batch is 409 and
+        nothing of it stays stored. Why optimistic (insert, then look at duplicates): the
+        unique index finds them for free, so the common case costs no extra round trip.
         """
         now = utcnow()
         stored_iso = iso(now)
@@ -168,7 +211,6 @@ class StatementStore:
             seen.add(sid)
             ids.append(sid)
 
-        given = [sid for stmt, sid in zip(statements, ids, strict=True) if "id" in stmt]
         void_targets = {
             stmt["object"]["id"].lower(): sid
             for stmt, sid in zip(statements, ids, strict=True)
@@ -176,37 +218,21 @@ class StatementStore:
         }
         referenced = {stmt["object"]["id"].lower() for stmt in statements
                       if stmt["object"].get("objectType") == "StatementRef"}
-        existing, voided_by_earlier, targets = self._lookup(given, referenced)
-
-        for target_id in void_targets:
+        targets = self._by_sid(referenced, {"sid": 1, "k": 1, "vb": 1}) if referenced else {}
+        for target_id, voider in void_targets.items():
             target = targets.get(target_id)
-            if target is not None and target["vb"]:
-                raise XAPIError(f"statement {void_targets[target_id]} voids {target_id}, "
-                                "which is itself a voiding statement; voiding statements "
-                                "cannot be voided", 400)
+            if target is not None and target.get("vb"):
+                raise XAPIError(f"statement {voider} voids {target_id}, which is itself a "
+                                "voiding statement; voiding statements cannot be voided", 400)
             if target_id in seen:
-                raise XAPIError(f"statement {void_targets[target_id]} voids {target_id}, "
-                                "sent in the same batch; send the voiding statement after")
+                raise XAPIError(f"statement {voider} voids {target_id}, sent in the same "
+                                "batch; send the voiding statement after it")
 
-        docs = []
-        skip: set[int] = set()
-        for i, (stmt, sid) in enumerate(zip(statements, ids, strict=True)):
-            if sid in existing:
-                old = orjson.loads(existing[sid]["j"])
-                if _normalised(old, existing[sid].get("a", ())) != _normalised(
-                        stmt, [] if "timestamp" in stmt else ["timestamp"]):
-                    raise XAPIError(f"statement[{i}].id: a different statement with id {sid} "
-                                    "is already stored (statements are immutable)", 409)
-                skip.add(i)
-
-        todo = [i for i in range(len(statements)) if i not in skip]
-        if not todo:
-            return ids
-
-        start, token = self._allocate(len(todo), now)
+        start, token, orphans = self._allocate(len(statements), now)
         try:
-            for offset, i in enumerate(todo):
-                stmt, sid = statements[i], ids[i]
+            orphan_set = set(orphans)
+            docs = []
+            for offset, (stmt, sid) in enumerate(zip(statements, ids, strict=True)):
                 full, added = self._complete(stmt, sid, stored_iso, authority, version)
                 k = K.statement_keys(full, credential_key)
                 obj = full["object"]
@@ -214,53 +240,42 @@ class StatementStore:
                     target = targets.get(obj["id"].lower())
                     if target is not None:
                         k |= K.inherited_keys(target["k"])
-                doc = {"_id": start + offset, "sid": sid, "j": Binary(orjson.dumps(full)),
+                doc = {"_id": start + offset, "sid": sid, "j": Binary(dumps_json(full)),
                        "st": now, "k": sorted(k)}
                 if added:
                     doc["a"] = added
-                if sid in voided_by_earlier:
-                    doc["v"] = True
+                if sid in orphan_set:
+                    doc["v"] = True  # voided by a statement that arrived before it
                 if full["verb"]["id"] == K.VOIDED_VERB:
                     doc["vb"] = True
                 docs.append(doc)
-            self._insert_docs(docs)
+            self._insert_docs(docs, statements)
             if void_targets:
-                self.statements.update_many(
-                    {"sid": {"$in": list(void_targets)}, "vb": {"$exists": False}},
-                    {"$set": {"v": True}})
+                self._void(void_targets, targets)
+            late = orphan_set.intersection(ids)
+            if late:
+                self.counters.update_one({"_id": COUNTER_ID},
+                                         {"$pullAll": {"orphans": sorted(late)}})
             if attachments:
                 self._store_attachments(attachments)
         finally:
-            self._release(token)
+            self._finish(token)
         self._remember_definitions(statements)
         return ids
 
-    def _lookup(self, given: list[str], referenced: set[str]
-                ) -> tuple[dict[str, dict], set[str], dict[str, dict]]:
-        """One round trip for: ids already stored, ids already voided by an earlier
-        voiding statement, and the statements this batch references."""
-        if not given and not referenced:
-            return {}, set(), {}
-        clauses: list[dict] = [{"sid": {"$in": list(set(given) | referenced)}}]
-        if given:
-            clauses.append({"k": {"$in": [K.VOIDS + sid for sid in given]}})
-        existing: dict[str, dict] = {}
-        targets: dict[str, dict] = {}
-        voided: set[str] = set()
-        given_set = set(given)
-        for doc in self.statements.find({"$or": clauses} if len(clauses) > 1 else clauses[0],
-                                        {"sid": 1, "j": 1, "a": 1, "k": 1, "vb": 1}):
-            sid = doc["sid"]
-            doc.setdefault("vb", False)
-            if sid in given_set:
-                existing[sid] = doc
-            if sid in referenced:
-                targets[sid] = doc
-            if doc["vb"]:
-                for key in doc["k"]:
-                    if key.startswith(K.VOIDS) and key[len(K.VOIDS):] in given_set:
-                        voided.add(key[len(K.VOIDS):])
-        return existing, voided, targets
+    def _by_sid(self, sids: Iterable[str], projection: dict) -> dict[str, dict]:
+        return {d["sid"]: d for d in self.statements.find({"sid": {"$in": list(sids)}},
+                                                          projection)}
+
+    def _void(self, void_targets: dict[str, str], known: dict[str, dict]) -> None:
+        """Mark targets voided; remember targets not stored yet, so they arrive voided."""
+        self.statements.update_many(
+            {"sid": {"$in": list(void_targets)}, "vb": {"$exists": False}},
+            {"$set": {"v": True}})
+        unknown = [t for t in void_targets if t not in known]
+        if unknown:
+            self.counters.update_one({"_id": COUNTER_ID},
+                                     {"$addToSet": {"orphans": {"$each": unknown}}})
 
     @staticmethod
     def _complete(stmt: dict, sid: str, stored_iso: str, authority: dict,
@@ -280,21 +295,34 @@ class StatementStore:
             added.append("version")
         return full, added
 
-    def _insert_docs(self, docs: list[dict]) -> None:
+    def _insert_docs(self, docs: list[dict], statements: Sequence[dict]) -> None:
+        """Insert; ids already stored must hold the same statement, else undo and 409."""
         try:
             with pymongo.timeout(WRITE_TIMEOUT_S):
                 self.statements.insert_many(docs, ordered=False)
+            return
         except BulkWriteError as exc:
-            # Two requests raced with the same id: undo ours so the batch changes nothing.
-            duplicates = [e for e in exc.details.get("writeErrors", []) if e.get("code") == 11000]
-            if duplicates and len(duplicates) == len(exc.details["writeErrors"]):
-                failed = {e["index"] for e in duplicates}
-                ours = [d["_id"] for i, d in enumerate(docs) if i not in failed]
-                if ours:
-                    self.statements.delete_many({"_id": {"$in": ours}})
-                raise XAPIError("a statement with the same id was stored concurrently; "
-                                "retry the request", 409) from None
-            raise
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(e.get("code") != 11000 for e in errors):
+                self._undo(docs, {e["index"] for e in errors})
+                raise
+            failed = {e["index"] for e in errors}
+        stored = self._by_sid([docs[i]["sid"] for i in failed], {"sid": 1, "j": 1, "a": 1})
+        for i in sorted(failed):
+            old = stored.get(docs[i]["sid"])
+            mine = statements[i]
+            same = old is not None and _normalised(loads_json(old["j"]), old.get("a", ())) \
+                == _normalised(mine, [] if "timestamp" in mine else ["timestamp"])
+            if not same:
+                self._undo(docs, failed)
+                raise XAPIError(f"statement[{i}].id: a different statement with id "
+                                f"{docs[i]['sid']} is already stored (statements are "
+                                "immutable)", 409)
+
+    def _undo(self, docs: list[dict], failed: set[int]) -> None:
+        ours = [d["_id"] for i, d in enumerate(docs) if i not in failed]
+        if ours:
+            self.statements.delete_many({"_id": {"$in": ours}})
 
     def _store_attachments(self, attachments: dict[str, tuple[str, bytes]]) -> None:
         ops = [pymongo.UpdateOne({"_id": sha2}, {"$setOnInsert": {
@@ -311,13 +339,13 @@ class StatementStore:
         changed: dict[str, dict] = {}
         for stmt in statements:
             for activity in _activities_with_definitions(stmt):
-                encoded = orjson.dumps(activity["definition"], option=orjson.OPT_SORT_KEYS)
+                encoded = dumps_json(activity["definition"])
                 if self._known_definitions.get(activity["id"]) != encoded:
                     self._known_definitions[activity["id"]] = encoded
                     changed[activity["id"]] = activity["definition"]
         if not changed:
             return
-        current = {d["_id"]: orjson.loads(d["j"]) for d in
+        current = {d["_id"]: loads_json(d["j"]) for d in
                    self.activities.find({"_id": {"$in": list(changed)}})}
         ops = []
         for activity_id, definition in changed.items():
@@ -325,7 +353,7 @@ class StatementStore:
                                        definition)
             body = {"objectType": "Activity", "id": activity_id, "definition": merged}
             ops.append(pymongo.ReplaceOne({"_id": activity_id},
-                                          {"j": Binary(orjson.dumps(body))}, upsert=True))
+                                          {"j": Binary(dumps_json(body))}, upsert=True))
         self.activities.bulk_write(ops, ordered=False)
 
     # -- reading -----------------------------------------------------------------------

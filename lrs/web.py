@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 
 from lrs.auth import REALM, Credential, authenticate
 from lrs.errors import XAPIError
+from lrs.jsonio import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,7 @@ class XRequest:
         """The body as JSON; 400 naming the problem when it is not."""
         if not self.body:
             raise XAPIError("the request body is empty; a JSON document is required")
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError as exc:
-            raise XAPIError(f"the request body is not valid JSON: {exc}") from None
+        return loads_json(self.body)
 
 
 def xreq() -> XRequest:
@@ -136,8 +134,6 @@ def _alternate_request(headers: dict[str, str]) -> XRequest:
             body = values[0].encode("utf-8")
         else:
             args[key] = values[0]
-    if body and "content-type" not in new_headers:
-        new_headers["content-type"] = "application/json"
     return XRequest(method=method, args=args, headers=new_headers, body=body,
                     extras={"alternate": True})
 
@@ -191,10 +187,9 @@ def resource(bp: Blueprint, rule: str, handlers: dict[str, Handler], *,
             return response
         if not public:
             req.credential = authenticate(req.headers.get("authorization"))
-        response = handler(req)
-        if req.method == "HEAD":
-            response.set_data(b"")
-        return response
+        # For HEAD, werkzeug sends the GET's headers (Content-Length included) without
+        # the body.
+        return handler(req)
 
     endpoint = rule.strip("/").replace("/", "_") or "root"
     bp.add_url_rule(rule, endpoint=endpoint, view_func=view,
