@@ -365,38 +365,58 @@ class StatementStore:
         doc = self.attachments.find_one({"_id": sha2})
         return (doc["contentType"], bytes(doc["data"])) if doc else None
 
-    def find(self, filters: list[dict], *, hi: int, lo: int, limit: int, ascending: bool,
-             since: dt.datetime | None = None, until: dt.datetime | None = None
-             ) -> list[Stored]:
-        """Up to ``limit`` non-voided statements with ``lo < seq <= hi`` matching every
-        filter (each ``{'k': ...}``), read in widening windows of the sequence so no query
-        ever asks the database to sort an unbounded candidate set."""
-        base: dict = {"v": {"$exists": False}}
-        if filters:
-            base["$and"] = filters
-        if since is not None:
-            base["st"] = {"$gt": since}
-        if until is not None:
-            base.setdefault("st", {})["$lte"] = until
+    def find(self, filters: list[list[str]], *, hi: int, lo: int, limit: int,
+             ascending: bool, since: dt.datetime | None = None,
+             until: dt.datetime | None = None) -> list[Stored]:
+        """Up to ``limit`` non-voided statements with ``lo < seq <= hi`` whose keys match
+        every filter (each a list of alternative keys, most selective first).
+
+        Why this shape: the database gets one key condition and a sequence window, which
+        SecantusDB serves from the ``(k, _id)`` index (it plans ``$all``/``$and`` over the
+        same array, and ``$or``, as collection scans); further filters and the time bounds
+        are checked here on the few candidates. Windows widen until the page is full, so no
+        query asks the database to sort an unbounded candidate set.
+        """
+        # `v` (voided) is checked here too: a condition on it makes SecantusDB scan.
+        first = filters[0] if filters else [K.ALL]
+        base: dict = {"k": first[0] if len(first) == 1 else {"$in": first}}
+        rest = [frozenset(f) for f in filters[1:]]
+        projection = {"sid": 1, "j": 1, "st": 1, "v": 1, "k": 1} if rest else {
+            "sid": 1, "j": 1, "st": 1, "v": 1}
         found: list[Stored] = []
         window = max(limit * 4, 512)
         while hi > lo and len(found) < limit:
+            # Read (lower, upper] of the sequence; `edge` moves past what was read.
             if ascending:
-                upper = min(hi, lo + window)
-                bounds = {"$gt": lo, "$lte": upper}
+                lower, upper = lo, min(hi, lo + window)
             else:
-                lower = max(lo, hi - window)
-                bounds = {"$gt": lower, "$lte": hi}
-            query = dict(base, _id=bounds)
-            cursor = self.statements.find(
-                query, {"sid": 1, "j": 1, "st": 1}, sort=[("_id", 1 if ascending else -1)],
-                limit=limit - len(found))
-            found.extend(_stored(doc) for doc in cursor)
-            if ascending:
-                lo = upper
-            else:
-                hi = lower
-            window *= 4
+                lower, upper = max(lo, hi - window), hi
+            batch = limit - len(found) + 8  # a few spare for voided or filtered-out ones
+            docs = list(self.statements.find(
+                dict(base, _id={"$gt": lower, "$lte": upper}), projection,
+                sort=[("_id", 1 if ascending else -1)], limit=batch))
+            for doc in docs:
+                if doc.get("v") or (rest and not all(
+                        alternatives.intersection(doc["k"]) for alternatives in rest)):
+                    continue
+                stored = _aware(doc["st"])
+                if (since is not None and stored <= since) or (
+                        until is not None and stored > until):
+                    continue
+                found.append(_stored(doc))
+                if len(found) == limit:
+                    break
+            if len(docs) == batch:  # the window has more: continue after the last one read
+                if ascending:
+                    lo = docs[-1]["_id"]
+                else:
+                    hi = docs[-1]["_id"] - 1
+            else:  # the window is exhausted: move past it and widen
+                if ascending:
+                    lo = upper
+                else:
+                    hi = lower
+                window *= 4
         return found
 
     def seq_after(self, when: dt.datetime) -> int:
@@ -407,7 +427,7 @@ class StatementStore:
         low, high = 0, self.last_seq()
         while low < high:
             mid = (low + high + 1) // 2
-            doc = self.statements.find_one({"_id": {"$gte": mid}}, {"st": 1},
+            doc = self.statements.find_one({"k": K.ALL, "_id": {"$gte": mid}}, {"st": 1},
                                            sort=[("_id", 1)])
             if doc is not None and _aware(doc["st"]) <= when:
                 low = mid
@@ -420,8 +440,8 @@ class StatementStore:
         consumers that follow the stream (the mapper)."""
         while lo < hi:
             upper = min(hi, lo + batch)
-            docs = list(self.statements.find({"_id": {"$gt": lo, "$lte": upper}},
-                                             sort=[("_id", 1)]))
+            docs = list(self.statements.find(
+                {"k": K.ALL, "_id": {"$gt": lo, "$lte": upper}}, sort=[("_id", 1)]))
             yield from docs
             lo = upper
 
