@@ -124,7 +124,7 @@ def authenticate(authorization: str | None) -> Credential:
     try:
         key, sep, secret = base64.b64decode(payload.strip(), validate=True).decode().partition(
             ":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text, bad UTF-8
         raise XAPIError("malformed Basic credentials", 401) from None
     if not sep:
         raise XAPIError("malformed Basic credentials", 401)

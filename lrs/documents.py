@@ -35,6 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import random
 import re
 import time
@@ -47,7 +48,7 @@ from flask import Blueprint, Response
 from flask.blueprints import BlueprintSetupState
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from werkzeug.http import http_date
 
 from lrs import keys as K
@@ -165,6 +166,9 @@ class DocumentQuery:
         if self.registration is not None or not self.kind.uses_registration:
             query["registration"] = self.registration
         return query
+
+
+log = logging.getLogger(__name__)
 
 
 def ensure_indexes(db: Database) -> None:
@@ -656,7 +660,10 @@ def register(bp: Blueprint) -> None:
     def _indexes(state: BlueprintSetupState) -> None:
         lrs_store = state.app.extensions.get("lrs.store")
         if lrs_store is not None:
-            ensure_indexes(lrs_store.db)
+            try:
+                ensure_indexes(lrs_store.db)
+            except PyMongoError as exc:  # start anyway; /healthz reports the outage
+                log.warning("database unavailable at start: %s", exc)
 
     bp.record_once(_indexes)
     for kind in (STATE_KIND, ACTIVITY_PROFILE_KIND, AGENT_PROFILE_KIND):

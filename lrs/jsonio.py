@@ -17,10 +17,17 @@ def loads_json(body: bytes) -> object:
     integer too long for 64 bits (orjson would turn it into a float and change the data)."""
     try:
         if _LONG_INTEGER.search(body):
-            return json.loads(body, parse_constant=_reject_constant)
+            return json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
         return orjson.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise XAPIError(f"the request body is not valid JSON: {exc}") from None
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
 
 
 def _reject_constant(name: str) -> object:

@@ -90,13 +90,10 @@ def _query_from_args(req: XRequest) -> dict:
         _bool(args, "related_activities")
     if "registration" in args:
         filters.append([K.REGISTRATION + _uuid(args["registration"], "registration")])
-    since = until = None
-    if "since" in args:
-        since = iso(parse_timestamp(args["since"], "since"))
-    if "until" in args:
-        until = iso(parse_timestamp(args["until"], "until"))
+    since = _time_param(args, "since")
+    until = _time_param(args, "until")
     limit = args.get("limit", "0")
-    if not limit.isdigit():
+    if not (limit.isascii() and limit.isdigit()):
         raise XAPIValidationError(f"parameter 'limit' must be a non-negative integer, "
                                   f"got {limit!r}")
     return {
@@ -114,6 +111,16 @@ def _selectivity(alternatives: list[str]) -> int:
     """Most selective filter first: it is the one the database's index serves."""
     prefix = alternatives[0][:2]
     return _SELECTIVITY.index(prefix) if prefix in _SELECTIVITY else len(_SELECTIVITY)
+
+
+def _time_param(args: dict[str, str], name: str) -> str | None:
+    if name not in args:
+        return None
+    try:
+        return iso(parse_timestamp(args[name], name))
+    except OverflowError:
+        raise XAPIValidationError(f"parameter {name!r} is out of the representable range "
+                                  "(years 1 to 9999 in UTC)") from None
 
 
 def _serializer() -> URLSafeSerializer:

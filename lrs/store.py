@@ -92,7 +92,13 @@ def _normalised(stmt: dict, added: Iterable[str]) -> dict:
 
 
 def _context_arrays(stmt: dict) -> dict:
-    """Part Two §2.4.6.2: a single context Activity is returned as an array of one."""
+    """Part Two §2.4.6.2: a single context Activity is returned as an array of one (in a
+    SubStatement too)."""
+    obj = stmt.get("object")
+    if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
+        inner = _context_arrays(obj)
+        if inner is not obj:
+            stmt = dict(stmt, object=inner)
     context = stmt.get("context")
     if not isinstance(context, dict) or not isinstance(context.get("contextActivities"), dict):
         return stmt

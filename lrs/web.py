@@ -193,7 +193,7 @@ def resource(bp: Blueprint, rule: str, handlers: dict[str, Handler], *,
 
     endpoint = rule.strip("/").replace("/", "_") or "root"
     bp.add_url_rule(rule, endpoint=endpoint, view_func=view,
-                    methods=["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS"],
+                    methods=["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"],
                     provide_automatic_options=False)
 
 
@@ -256,10 +256,20 @@ def init_app(app: Flask, store_factory: Callable[[], object], *, base_url: str) 
     app.extensions["lrs.base_url"] = base_url
     app.register_blueprint(create_blueprint())
 
+    @app.errorhandler(405)
+    def _not_allowed(exc: HTTPException) -> Response:
+        if request.path.startswith("/xapi"):
+            response = _error_response(405, f"{request.method} is not allowed on {request.path}")
+            response.headers["X-Experience-API-Version"] = "1.0.3"
+            return response
+        return exc  # type: ignore[return-value]
+
     @app.errorhandler(404)
     def _not_found(exc: HTTPException) -> Response:
         if request.path.startswith("/xapi"):
-            return _error_response(404, f"no xAPI resource at {request.path}")
+            response = _error_response(404, f"no xAPI resource at {request.path}")
+            response.headers["X-Experience-API-Version"] = "1.0.3"
+            return response
         return exc  # type: ignore[return-value]
 
 

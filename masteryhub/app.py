@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from pymongo.errors import PyMongoError
 
 from masteryhub.config import Settings
 from masteryhub.database import connect, database_name
@@ -59,7 +60,11 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
 
     def make_store() -> StatementStore:
         store = StatementStore(db)
-        store.ensure_indexes()
+        try:
+            store.ensure_indexes()
+        except PyMongoError as exc:
+            # Start anyway: /healthz reports the outage, and the next start creates them.
+            logging.getLogger(__name__).warning("database unavailable at start: %s", exc)
         return store
 
     init_lrs(app, make_store, base_url=settings.base_url)

@@ -74,7 +74,7 @@ def make_statement(rng: random.Random) -> dict:
                 "grouping": [{"id": "https://courses.example.com/algebra"}]},
             "platform": "Example Online Courses",
             "extensions": {"https://courses.example.com/ext/attempt": rng.randrange(1, 4)}},
-        "timestamp": "2026-11-20T10:%02d:%02d.000Z" % (rng.randrange(60), rng.randrange(60)),
+        "timestamp": f"2026-11-20T10:{rng.randrange(60):02d}:{rng.randrange(60):02d}.000Z",
     }
 
 
