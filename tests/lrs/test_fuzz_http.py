@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -1527,8 +1528,9 @@ def test_numbers_an_lrs_accepts_it_can_serve_again(client, db, seed, literals):
     back as JSON, in every format, alone and in lists."""
     extensions = ", ".join(f'"https://example.com/ext/{i}": {literal}'
                            for i, literal in enumerate(literals))
+    verb = f"https://example.com/verbs/counted/{uuid.uuid4()}"  # this example's list only
     body = ('{"actor": {"mbox": "mailto:numbers@example.com"}, '
-            '"verb": {"id": "https://example.com/verbs/counted"}, '
+            '"verb": {"id": "' + verb + '"}, '
             '"object": {"id": "https://example.com/numbers"}, '
             '"result": {"extensions": {' + extensions + "}}}")
     response = client.post(STATEMENTS, data=body.encode(),
@@ -1539,7 +1541,7 @@ def test_numbers_an_lrs_accepts_it_can_serve_again(client, db, seed, literals):
     (sid,) = response.get_json()
     for fmt in ("exact", "ids", "canonical"):
         for query in ({"statementId": sid, "format": fmt},
-                      {"verb": "https://example.com/verbs/counted", "format": fmt}):
+                      {"verb": verb, "format": fmt}):
             got = client.get(f"{STATEMENTS}?{urlencode(query)}", headers=seed.headers)
             assert got.status_code == 200, (fmt, query, got.data[:300])
             value = _strict_json(got.data)
@@ -1548,6 +1550,51 @@ def test_numbers_an_lrs_accepts_it_can_serve_again(client, db, seed, literals):
             for i, literal in enumerate(literals):
                 sent = json.loads(literal)
                 assert back[f"https://example.com/ext/{i}"] == sent, (literal, fmt)
+
+
+# =============================================================== valid documents
+
+
+_DOC_TARGETS = {
+    STATE: lambda doc_id: [("activityId", SEED_ACTIVITY), ("agent", AGENT_JSON),
+                           ("stateId", doc_id)],
+    ACTIVITY_PROFILE: lambda doc_id: [("activityId", SEED_ACTIVITY), ("profileId", doc_id)],
+    AGENT_PROFILE: lambda doc_id: [("agent", AGENT_JSON), ("profileId", doc_id)],
+}
+
+
+@FEW
+@given(path=st.sampled_from(sorted(_DOC_TARGETS)), doc_id=st.text(min_size=1, max_size=20),
+       content=st.binary(max_size=300),
+       content_type=st.sampled_from(["application/octet-stream", "text/plain; charset=utf-8",
+                                     "application/json", "image/png", "application/x-thing"]),
+       first=st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+       second=st.dictionaries(st.text(max_size=6), json_values, max_size=4))
+def test_documents_are_stored_exactly_and_merged_by_top_level_keys(
+        client, seed, path, doc_id, content, content_type, first, second):
+    """Part Three §2.2: a document is arbitrary bytes, returned as stored with the SHA-1
+    ETag of §3.1.s4.b2; POST of a JSON object merges its top-level properties into a
+    stored JSON object (§2.2.s7)."""
+    doc_id = f"{doc_id}-{uuid.uuid4()}"  # a new document for every example
+    query = urlencode(_DOC_TARGETS[path](doc_id))
+    headers = dict(seed.headers, **{"Content-Type": content_type, "If-None-Match": "*"})
+    assert client.put(f"{path}?{query}", data=content, headers=headers).status_code == 204
+    got = client.get(f"{path}?{query}", headers=seed.headers)
+    assert got.status_code == 200
+    assert got.data == content
+    assert got.headers["Content-Type"] == content_type
+    assert got.headers["ETag"] == '"' + hashlib.sha1(content).hexdigest() + '"'
+
+    json_headers = dict(seed.headers, **{"Content-Type": JSON_CT, "If-Match": got.headers["ETag"]})
+    replaced = client.put(f"{path}?{query}", data=json.dumps(first), headers=json_headers)
+    assert replaced.status_code == 204, replaced.data
+    etag = client.get(f"{path}?{query}", headers=seed.headers).headers["ETag"]
+    merged = client.post(f"{path}?{query}", data=json.dumps(second),
+                         headers=dict(json_headers, **{"If-Match": etag}))
+    assert merged.status_code == 204, merged.data
+    got = client.get(f"{path}?{query}", headers=seed.headers)
+    assert got.status_code == 200 and got.get_json() == {**first, **second}
+    assert got.headers["ETag"] == '"' + hashlib.sha1(got.data).hexdigest() + '"'
 
 
 SINGLE_CONTEXT_ACTIVITY_IN_SUBSTATEMENT = {
