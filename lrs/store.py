@@ -120,6 +120,7 @@ class StatementStore:
         self.activities = db["lrs_activities"]
         self._known_definitions: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._finished: list[str] = []
         self._timer: threading.Timer | None = None
 
@@ -164,18 +165,20 @@ class StatementStore:
                 self._timer.start()
 
     def flush(self) -> None:
-        """Release every finished range now (the timer calls it; so may shutdown code)."""
-        with self._lock:
-            finished, self._finished = self._finished, []
-            self._timer = None
-        if not finished:
-            return
-        try:
-            self.counters.update_one({"_id": COUNTER_ID},
-                                     {"$pull": {"pending": {"t": {"$in": finished}}}})
-        except PyMongoError as exc:
-            # The ranges stay pending until PENDING_EXPIRY; readers wait, nothing is lost.
-            log.warning("could not release finished sequence ranges: %s", exc)
+        """Release every finished range now (the timer calls it; so may shutdown code).
+        Serialised, so a caller returns only after a concurrent timer flush has written."""
+        with self._flush_lock:
+            with self._lock:
+                finished, self._finished = self._finished, []
+                self._timer = None
+            if not finished:
+                return
+            try:
+                self.counters.update_one({"_id": COUNTER_ID},
+                                         {"$pull": {"pending": {"t": {"$in": finished}}}})
+            except PyMongoError as exc:
+                # The ranges stay pending until PENDING_EXPIRY; readers wait, nothing is lost.
+                log.warning("could not release finished sequence ranges: %s", exc)
 
     def watermark(self) -> Watermark:
         now = utcnow()

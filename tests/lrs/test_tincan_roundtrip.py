@@ -279,7 +279,7 @@ def test_voiding_through_tincan(lrs):
     listed = lrs.query_statements({"agent": ana()})
     assert [s.id for s in listed.content.statements] == [voiding_id]
 
-    # A voiding statement cannot itself be voided (Part Two §2.3.2.s2.b2 spirit; 400).
+    # A voiding statement cannot itself be voided (Part Two §2.3.2); the LRS says 400.
     again = lrs.save_statement(Statement(actor=ana(), verb=VOIDED,
                                          object=StatementRef(id=voiding_id)))
     assert not again.success and _status(again) == 400
@@ -342,6 +342,17 @@ def test_state_documents(lrs):
     assert lrs.save_state(bookmark).success
     assert json.loads(_content(lrs.retrieve_state(UNIT, ana(), "bookmark").content)) == {
         "page": 7}
+    # POST merges top-level keys into a stored JSON object (Part Three §2.2.s7); tincan
+    # has no call for it, so it goes raw.
+    merge = HTTPRequest(method="POST", resource="activities/state",
+                        content='{"section": "4.2"}',
+                        headers={"Content-Type": "application/json"},
+                        query_params={"stateId": "bookmark", "activityId": UNIT.id,
+                                      "agent": ana().to_json("1.0.3")})
+    merged = lrs._send_request(merge)
+    assert merged.success and _status(merged) == 204
+    assert json.loads(_content(lrs.retrieve_state(UNIT, ana(), "bookmark").content)) == {
+        "page": 7, "section": "4.2"}
 
     # Delete with a stale ETag: 412 and nothing removed; with the current one: gone.
     current = lrs.retrieve_state(UNIT, ana(), "bookmark")
