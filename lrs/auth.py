@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 
 import mongoengine as me
 
@@ -110,7 +111,14 @@ def revoke_credential(key: str) -> Credential:
     if credential.revoked_at is None:
         credential.revoked_at = dt.datetime.now(dt.UTC)
         credential.save()
+    _cache.pop(key, None)
     return credential
+
+
+# Why a short cache: every request authenticates, and a credential lookup is a database
+# round trip. A revocation made in another process takes effect within this many seconds.
+CACHE_SECONDS = 2.0
+_cache: dict[str, tuple[float, Credential]] = {}
 
 
 def authenticate(authorization: str | None) -> Credential:
@@ -128,7 +136,14 @@ def authenticate(authorization: str | None) -> Credential:
         raise XAPIError("malformed Basic credentials", 401) from None
     if not sep:
         raise XAPIError("malformed Basic credentials", 401)
-    credential = Credential.objects(key=key).first()
+    now = time.monotonic()
+    cached = _cache.get(key)
+    if cached is not None and cached[0] > now:
+        credential = cached[1]
+    else:
+        credential = Credential.objects(key=key).first()
+        if credential is not None:
+            _cache[key] = (now + CACHE_SECONDS, credential)
     if credential is None or not hmac.compare_digest(credential.secret_sha256, _digest(secret)):
         raise XAPIError("unknown key or wrong secret", 401)
     if credential.revoked_at is not None:

@@ -87,7 +87,7 @@ def list_(ctx: click.Context, as_json: bool, show_all: bool) -> None:
 @click.argument("key")
 @click.pass_context
 def revoke(ctx: click.Context, key: str) -> None:
-    """Revoke a credential: its next request is refused with 401."""
+    """Revoke a credential: its requests are refused with 401 within 2 seconds."""
     with ctx.obj["database"]():
         try:
             credential = revoke_credential(key)

@@ -68,4 +68,8 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
         return store
 
     init_lrs(app, make_store, base_url=settings.base_url)
+
+    from lti_tool.api import bp as api_bp
+
+    app.register_blueprint(api_bp)
     return app

@@ -89,6 +89,24 @@ def _serving_database(settings: Settings) -> Iterator[str]:
         server.stop()
 
 
+@contextlib.contextmanager
+def _mapping_worker(settings: Settings, uri: str) -> Iterator[None]:
+    """The mapping worker as a thread of this process, unless MASTERYHUB_WORKER=off."""
+    if settings.worker != "thread":
+        yield
+        return
+    from mappings.worker import start_thread
+    from masteryhub.database import connect, database_name
+
+    db = connect(uri, database_name(uri, settings.db_name), settings.db_timeout_ms)
+    thread, stop = start_thread(lambda: db)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
 def _check_port_free(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -121,7 +139,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         settings = load_settings()
     _check_port_free(settings.host, settings.port)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    with _serving_database(settings) as uri:
+    with _serving_database(settings) as uri, _mapping_worker(settings, uri):
         if workers:
             _serve_gunicorn(settings, uri, workers)
         else:
@@ -242,8 +260,11 @@ def _dir_size(path: Path) -> int:
 
 def _register_product_commands() -> None:
     from lrs.cli import credentials
+    from mappings.cli import COMMANDS
 
     main.add_command(credentials)
+    for command in COMMANDS:
+        main.add_command(command)
 
 
 _register_product_commands()

@@ -55,6 +55,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "8000", "port `masteryhub serve` listens on"),
     Setting("LOG_LEVEL", "INFO", "one of DEBUG, INFO, WARNING, ERROR"),
     Setting("DB_TIMEOUT_MS", "5000", "how long a database operation may wait for the server"),
+    Setting("WORKER", "thread", "`thread`: `masteryhub serve` runs the mapping worker; `off`: run "
+            "`masteryhub worker` processes separately (scale-out)"),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 
@@ -71,6 +73,7 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     db_timeout_ms: int = 5000
+    worker: str = "thread"
 
     @property
     def embedded(self) -> bool:
@@ -141,6 +144,10 @@ class Settings:
                 if value is None:
                     problems.append(f"{PREFIX}{name}: required when {PREFIX}ENV=production")
 
+        worker = (raw["WORKER"] or "thread").lower()
+        if worker not in ("thread", "off"):
+            problems.append(f"{PREFIX}WORKER={raw['WORKER']!r}: must be thread or off")
+
         if problems:
             raise ConfigError(problems)
 
@@ -149,7 +156,7 @@ class Settings:
 
         return cls(env=env, mongodb_uri=uri, db_name=db_name, secret_key=secret,
                    base_url=base_url, data_dir=data_dir.resolve(), host=host, port=port,
-                   log_level=level, db_timeout_ms=timeout)
+                   log_level=level, db_timeout_ms=timeout, worker=worker)
 
 
 def _parse_int(value: str, name: str, low: int, high: int, problems: list[str]) -> int:

@@ -18,8 +18,17 @@ def database_name(uri: str, default: str) -> str:
     return parse_uri(uri, warn=True).get("database") or default
 
 
+_current: tuple[str, str, int] | None = None
+
+
 def connect(uri: str, db_name: str, timeout_ms: int = 5000) -> Database:
-    """(Re)bind mongoengine's default alias to this database and return its pymongo handle."""
+    """Bind mongoengine's default alias to this database and return its pymongo handle.
+
+    Connecting again to the same place reuses the client (a worker thread and the app in
+    one process share it); another place replaces it (tests use a database each)."""
+    global _current
+    if _current == (uri, db_name, timeout_ms):
+        return mongoengine.get_db(ALIAS)
     mongoengine.disconnect(alias=ALIAS)
     mongoengine.connect(
         db=db_name,
@@ -30,4 +39,5 @@ def connect(uri: str, db_name: str, timeout_ms: int = 5000) -> Database:
         uuidRepresentation="standard",
         tz_aware=True,
     )
+    _current = (uri, db_name, timeout_ms)
     return mongoengine.get_db(ALIAS)

@@ -1,0 +1,1 @@
+"""Data files shipped with the package: built-in scales, the sample framework."""

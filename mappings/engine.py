@@ -1,0 +1,289 @@
+"""Statements -> evidence -> mastery -> roll-ups -> credit, in batches, with provenance.
+
+Why batches: a worker must keep up with the LRS's ingest rate. Per statement it would take
+several database round trips; per batch it takes about six whatever the batch size
+(evidence upserts, the affected learners' evidence and mastery, credit states, writes).
+
+Why everything is recomputed from evidence rather than updated incrementally: a derived
+record that is a pure function of the accepted evidence is the same whether it is computed
+once, twice, after a crash or by `recompute` — which is what idempotency needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import ciso8601
+import pymongo
+from pymongo.database import Database
+
+from lrs.jsonio import loads_json
+from lrs.keys import VOIDED_VERB
+from mappings import calculation
+from mappings.catalog import Catalog
+from mappings.identity import IdentityCache
+from mappings.models import utcnow
+from mappings.rules import match_statement
+
+MAPPER = "mapper"
+
+
+def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str:
+    return f"{statement}|{learner}|{competency}|{rule}"
+
+
+def _timestamp(stmt: dict) -> dt.datetime:
+    value = ciso8601.parse_datetime(stmt.get("timestamp") or stmt["stored"])
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).replace(
+        microsecond=value.microsecond // 1000 * 1000)
+
+
+def _activity(stmt: dict) -> tuple[str | None, str | None]:
+    obj = stmt.get("object", {})
+    if obj.get("objectType", "Activity") != "Activity":
+        return None, None
+    names = (obj.get("definition") or {}).get("name") or {}
+    name = names.get("en-US") or names.get("en") or next(iter(names.values()), None)
+    return obj.get("id"), name
+
+
+@dataclass
+class BatchResult:
+    statements: int = 0
+    evidence: int = 0
+    retracted: int = 0
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+    credits_changed: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Applies stored statements to the competency records."""
+
+    def __init__(self, db: Database, catalog: Catalog):
+        self.db = db
+        self.catalog = catalog
+        self.evidence = db["evidence"]
+        self.mastery = db["mastery"]
+        self.credits = db["credits"]
+        self.audit = db["audit"]
+        self.identities = IdentityCache()
+
+    # -- statements -> evidence ---------------------------------------------------------
+    def drafts_for(self, stmt: dict, provider: str | None):
+        return match_statement(stmt, self.catalog.rulesets, self.catalog.infos,
+                               provider=provider)
+
+    def process(self, docs: Iterable[dict]) -> BatchResult:
+        """Apply a batch of LRS statement documents (as stored, in sequence order)."""
+        result = BatchResult()
+        ops: list[pymongo.UpdateOne] = []
+        voided_targets: list[str] = []
+        for doc in docs:
+            result.statements += 1
+            if doc.get("vb"):
+                stmt = loads_json(doc["j"])
+                voided_targets.append(stmt["object"]["id"].lower())
+                continue
+            if doc.get("v"):
+                voided_targets.append(doc["sid"])  # voided before we saw it: retract, if any
+                continue
+            stmt = loads_json(doc["j"])
+            if stmt["verb"]["id"] == VOIDED_VERB:
+                continue
+            provider = ((stmt.get("authority") or {}).get("account") or {}).get("name")
+            drafts = self.drafts_for(stmt, provider)
+            if not drafts:
+                continue
+            learners = self.identities.learners_of(stmt["actor"])
+            when = _timestamp(stmt)
+            activity, activity_name = _activity(stmt)
+            for learner in learners:
+                for draft in drafts:
+                    key = evidence_id(doc["sid"], learner, draft.competency, draft.rule)
+                    framework = self.catalog.infos[draft.competency].framework
+                    ops.append(pymongo.UpdateOne({"_id": key}, {
+                        "$set": {"statement": doc["sid"], "seq": doc["_id"], "learner": learner,
+                                 "competency": draft.competency, "framework": framework,
+                                 "rule": draft.rule, "points": float(draft.points),
+                                 "source_type": draft.source_type, "timestamp": when,
+                                 "activity": activity, "activity_name": activity_name,
+                                 "provider": provider},
+                        # Teacher decisions survive re-processing.
+                        "$setOnInsert": {"status": "pending" if draft.review else "accepted",
+                                         "voided": False, "actions": []},
+                    }, upsert=True))
+                    result.pairs.add((learner, draft.competency))
+        if ops:
+            self.evidence.bulk_write(ops, ordered=False)
+            result.evidence = len(ops)
+        if voided_targets:
+            result.retracted = self._retract(voided_targets, result.pairs)
+        if result.pairs:
+            result.credits_changed = self.recompute(result.pairs)
+        return result
+
+    def _retract(self, statement_ids: list[str], pairs: set[tuple[str, str]]) -> int:
+        """A voided statement's evidence stops counting (kept, marked, for the record)."""
+        affected = list(self.evidence.find({"statement": {"$in": statement_ids}},
+                                           {"learner": 1, "competency": 1}))
+        if not affected:
+            return 0
+        self.evidence.update_many({"statement": {"$in": statement_ids}},
+                                  {"$set": {"voided": True}})
+        pairs.update((e["learner"], e["competency"]) for e in affected)
+        return len(affected)
+
+    # -- evidence -> mastery -> roll-ups -> credit ------------------------------------
+    def recompute(self, pairs: set[tuple[str, str]]) -> list[str]:
+        """Recompute mastery for the given (learner, competency) pairs, their ancestors'
+        roll-ups and the credits that use any of them; returns changed credit ids."""
+        catalog = self.catalog
+        pairs = {(lr, c) for lr, c in pairs if c in catalog.competencies}
+        if not pairs:
+            return []
+        learners = sorted({lr for lr, _ in pairs})
+        competencies = sorted({c for _, c in pairs})
+        scores: dict[tuple[str, str], list[tuple[dt.datetime, int, float, str]]] = \
+            defaultdict(list)
+        for e in self.evidence.find(
+                {"learner": {"$in": learners}, "competency": {"$in": competencies},
+                 "status": "accepted", "voided": False},
+                {"learner": 1, "competency": 1, "timestamp": 1, "seq": 1, "points": 1,
+                 "actions": 1}):
+            key = (e["learner"], e["competency"])
+            if key in pairs:
+                overrides = [a["points"] for a in e.get("actions") or ()
+                             if a.get("action") == "override" and a.get("points") is not None]
+                points = overrides[-1] if overrides else e["points"]
+                scores[key].append((e["timestamp"], e["seq"], points, e["_id"]))
+
+        current = {(m["learner"], m["competency"]): m for m in self.mastery.find(
+            {"learner": {"$in": learners}})}
+        changed: dict[tuple[str, str], dict] = {}
+        for key in pairs:
+            learner, competency = key
+            if catalog.rolls_up(competency):
+                continue
+            items = sorted(scores.get(key, ()), key=lambda item: (item[0], item[1]))
+            scale = catalog.scale_of(competency)
+            method = catalog.method_of(competency)
+            points = calculation.calculate(method, [i[2] for i in items], scale.mastery_points)
+            changed[key] = self._mastery_doc(learner, competency, points, scale, method,
+                                             [i[3] for i in items], from_children=False)
+            current[key] = changed[key]
+
+        # Roll-ups, nearest parents first, so grandparents see their updated children.
+        parents = sorted({(lr, p) for lr, c in pairs for p in catalog.ancestors(c)},
+                         key=lambda lp: len(catalog.ancestors(lp[1])), reverse=True)
+        for learner, parent in parents:
+            if not catalog.rolls_up(parent):
+                continue
+            rule = catalog.competencies[parent].rollup
+            states = {}
+            for child in catalog.children.get(parent, ()):
+                doc = current.get((learner, child))
+                states[child] = calculation.ChildState(
+                    points=doc.get("points") if doc else None,
+                    mastered=bool(doc and doc.get("mastered")),
+                    top_points=catalog.scale_of(child).top_points)
+            scale = catalog.scale_of(parent)
+            points, mastered = calculation.rollup(
+                rule.method, states, required=list(rule.required or ()),
+                points_needed=rule.points, scale=scale)
+            behind = sorted({e for child in states
+                             for e in (current.get((learner, child)) or {}).get("evidence", [])})
+            doc = self._mastery_doc(learner, parent, points, scale, f"rollup:{rule.method}",
+                                    behind, from_children=True, mastered=mastered)
+            changed[(learner, parent)] = doc
+            current[(learner, parent)] = doc
+
+        writes = [pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
+                  for d in changed.values()]
+        if writes:
+            self.mastery.bulk_write(writes, ordered=False)
+        return self._update_credits(changed, current)
+
+    def _mastery_doc(self, learner: str, competency: str, points: float | None, scale,
+                     method: str, evidence: list[str], *, from_children: bool,
+                     mastered: bool | None = None) -> dict:
+        level = scale.level_for(points) if points is not None else None
+        if mastered is None:
+            mastered = calculation.is_mastered(points, scale.mastery_points)
+        return {"_id": f"{learner}|{competency}", "learner": learner,
+                "competency": competency,
+                "framework": self.catalog.competencies[competency].framework,
+                "points": points, "level": level.name if level else None,
+                "mastered": bool(mastered), "method": method, "evidence": evidence,
+                "from_children": from_children}
+
+    def _update_credits(self, changed: dict[tuple[str, str], dict],
+                        current: dict[tuple[str, str], dict]) -> list[str]:
+        catalog = self.catalog
+        touched = {(lr, rule.identifier): rule for (lr, c) in changed
+                   for rule in catalog.credits_by_competency.get(c, ())}
+        if not touched:
+            return []
+        existing = {d["_id"]: d for d in self.credits.find(
+            {"_id": {"$in": [f"{lr}|{r}" for lr, r in touched]}})}
+        writes, audits, changed_ids = [], [], []
+        evidence_times: dict[str, dt.datetime] = {}
+        for (learner, rule_id), rule in sorted(touched.items()):
+            mastered = {c for c in rule.competencies
+                        if (current.get((learner, c)) or {}).get("mastered")}
+            progress = calculation.evaluate_credit(list(rule.competencies), mastered,
+                                                   required=list(rule.required or ()),
+                                                   min_percent=rule.min_percent)
+            behind = sorted({e for c in progress.mastered
+                             for e in (current.get((learner, c)) or {}).get("evidence", [])})
+            key = f"{learner}|{rule_id}"
+            old = existing.get(key)
+            doc = {"_id": key, "learner": learner, "rule": rule_id,
+                   "mastered": list(progress.mastered), "missing": list(progress.missing),
+                   "percent": progress.percent, "evidence": behind,
+                   "awarded_at": old.get("awarded_at") if old else None,
+                   "revoked_at": old.get("revoked_at") if old else None}
+            was_awarded = bool(old and old.get("status") == "awarded")
+            if progress.awarded:
+                doc["status"] = "awarded"
+                if not was_awarded:
+                    # Dated by the evidence that completed it, not by when we noticed:
+                    # recomputing later must give the same date.
+                    doc["awarded_at"] = self._latest_time(behind, evidence_times)
+                    doc["revoked_at"] = None
+                    audits.append({"at": utcnow(), "actor": MAPPER, "action": "credit_awarded",
+                                   "subject": key, "detail": {
+                                       "rule": rule_id, "percent": progress.percent,
+                                       "mastered": list(progress.mastered)}})
+            elif was_awarded:
+                doc["status"] = "revoked"
+                doc["revoked_at"] = utcnow()
+                audits.append({"at": doc["revoked_at"], "actor": MAPPER,
+                               "action": "credit_revoked", "subject": key,
+                               "detail": {"rule": rule_id, "percent": progress.percent,
+                                          "missing": list(progress.missing),
+                                          "missing_required": list(progress.missing_required)}})
+            else:
+                doc["status"] = "revoked" if old and old.get("status") == "revoked" \
+                    else "in_progress"
+            if old is None or any(old.get(k) != doc.get(k) for k in doc):
+                writes.append(pymongo.ReplaceOne({"_id": key}, doc, upsert=True))
+                changed_ids.append(key)
+        if writes:
+            self.credits.bulk_write(writes, ordered=False)
+        if audits:
+            self.audit.insert_many(audits, ordered=True)
+        return changed_ids
+
+    def _latest_time(self, evidence_ids: list[str], cache: dict[str, dt.datetime]
+                     ) -> dt.datetime | None:
+        missing = [e for e in evidence_ids if e not in cache]
+        if missing:
+            for e in self.evidence.find({"_id": {"$in": missing}}, {"timestamp": 1}):
+                cache[e["_id"]] = e["timestamp"]
+        times = [cache[e] for e in evidence_ids if e in cache]
+        return max(times) if times else None

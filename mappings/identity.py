@@ -1,0 +1,109 @@
+"""Learner identity: which person an xAPI agent is.
+
+Why deterministic ids: two workers (or a worker and a recompute) that meet a new agent at
+the same moment must create the *same* learner, so the id is derived from the first
+identifier seen. Aliases then link further identifiers (an internship platform's email, an
+online course's account) to that learner, and the evidence follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import mongoengine as me
+
+from lrs.keys import ifi
+from mappings.models import Learner
+
+
+def learner_id_for(agent_ifi: str) -> str:
+    return "L" + hashlib.sha1(agent_ifi.encode()).hexdigest()[:16]
+
+
+class IdentityCache:
+    """Resolves agents to learners with a per-run cache (statements repeat agents a lot)."""
+
+    def __init__(self) -> None:
+        self._by_ifi: dict[str, str] = {}
+
+    def resolve(self, agent: dict) -> str | None:
+        """The learner id for an Agent (None for agents without an identifier)."""
+        agent_ifi = ifi(agent)
+        if agent_ifi is None:
+            return None
+        cached = self._by_ifi.get(agent_ifi)
+        if cached is not None:
+            return cached
+        learner = Learner.objects(agents=agent_ifi).only("identifier").first()
+        if learner is None:
+            learner = _create(agent_ifi, agent.get("name"))
+        self._by_ifi[agent_ifi] = learner.identifier
+        return learner.identifier
+
+    def learners_of(self, actor: dict) -> list[str]:
+        """The actor's learners: the agent itself, or each member of a Group (a team
+        project is evidence for every member)."""
+        if actor.get("objectType") == "Group":
+            found = [self.resolve(m) for m in actor.get("member") or ()]
+            return sorted({f for f in found if f})
+        learner = self.resolve(actor)
+        return [learner] if learner else []
+
+
+def _create(agent_ifi: str, name: str | None) -> Learner:
+    identifier = learner_id_for(agent_ifi)
+    try:
+        return Learner(identifier=identifier, name=name, agents=[agent_ifi]).save(
+            force_insert=True)
+    except me.NotUniqueError:
+        # Another worker created it first (same id or same agent): use theirs.
+        existing = Learner.objects(agents=agent_ifi).first()
+        if existing is None:
+            raise
+        return existing
+
+
+def link(learner_id: str, agent_ifi: str) -> tuple[Learner, str | None]:
+    """Add an agent identifier to a learner. If the identifier already belonged to another
+    learner, that learner is merged into this one; returns (learner, merged learner id)."""
+    learner = Learner.objects(identifier=learner_id).first()
+    if learner is None:
+        raise KeyError(f"no learner {learner_id!r}")
+    if agent_ifi in learner.agents:
+        return learner, None
+    other = Learner.objects(agents=agent_ifi).first()
+    merged = None
+    if other is not None:
+        merged = other.identifier
+        agents = list(other.agents)
+        other.delete()
+        for item in agents:
+            if item not in learner.agents:
+                learner.agents.append(item)
+        if not learner.name:
+            learner.name = other.name
+    else:
+        learner.agents.append(agent_ifi)
+    learner.save()
+    return learner, merged
+
+
+def move_evidence(db, from_learner: str, to_learner: str) -> int:
+    """After a merge: re-key the old learner's evidence to the new one (teacher decisions
+    kept), drop the old learner's derived records and recompute the new learner's."""
+    from mappings import catalog as catalog_module
+    from mappings.engine import Engine, evidence_id
+
+    moved = []
+    for doc in db["evidence"].find({"learner": from_learner}):
+        new = dict(doc, learner=to_learner,
+                   _id=evidence_id(doc["statement"], to_learner, doc["competency"], doc["rule"]))
+        db["evidence"].replace_one({"_id": new["_id"]}, new, upsert=True)
+        db["evidence"].delete_one({"_id": doc["_id"]})
+        moved.append(doc["competency"])
+    db["mastery"].delete_many({"learner": from_learner})
+    db["credits"].delete_many({"learner": from_learner})
+    pairs = {(to_learner, c) for c in moved}
+    if pairs:
+        Engine(db, catalog_module.load()).recompute(pairs)
+    return len(moved)

@@ -1,0 +1,223 @@
+"""What the competency engine stores: frameworks, rules, learners, evidence, mastery, credit.
+
+Why these shapes: every derived record (mastery, roll-up, credit) is a pure function of the
+accepted evidence, and every evidence record is a pure function of one statement, one
+competency and one rule plus the teacher's decisions on it. Keys are therefore
+deterministic (``statement|competency|rule``, ``learner|competency``), so a worker that
+crashes, restarts or runs twice writes the same records again instead of new ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import mongoengine as me
+
+
+def utcnow() -> dt.datetime:
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Level(me.EmbeddedDocument):
+    """One step of a proficiency scale."""
+
+    name = me.StringField(required=True)
+    points = me.FloatField(required=True)
+    mastery = me.BooleanField(default=False)  # exactly one level of a scale is the mastery level
+    description = me.StringField()
+
+
+class Scale(me.EmbeddedDocument):
+    """Ordered levels, lowest first."""
+
+    name = me.StringField(required=True)
+    levels = me.EmbeddedDocumentListField(Level, required=True)
+
+    @property
+    def mastery_points(self) -> float:
+        return next(level.points for level in self.levels if level.mastery)
+
+    @property
+    def top_points(self) -> float:
+        return max(level.points for level in self.levels)
+
+    def level_for(self, points: float) -> Level | None:
+        """The highest level whose points the score reaches (None below the lowest)."""
+        reached = [level for level in self.levels if points >= level.points - 1e-9]
+        return max(reached, key=lambda lv: lv.points) if reached else None
+
+
+class Rollup(me.EmbeddedDocument):
+    """How a parent competency's level follows from its children (Moodle-style)."""
+
+    method = me.StringField(choices=("none", "all_children", "points", "average"),
+                            default="none")
+    required = me.ListField(me.StringField())  # child identifiers, for "points"
+    points = me.FloatField()  # total of children's points needed, for "points"
+
+
+class Framework(me.Document):
+    identifier = me.StringField(primary_key=True)
+    title = me.StringField(required=True)
+    source = me.StringField(choices=("case", "yaml"), required=True)
+    uri = me.StringField()  # CASE CFDocument URI
+    case_version = me.StringField()  # "1.0" / "1.1"
+    creator = me.StringField()
+    description = me.StringField()
+    scale = me.EmbeddedDocumentField(Scale, required=True)
+    calculation = me.StringField(default="decaying_average(0.65)")
+    raw = me.DictField()  # the CASE CFDocument as imported, for a faithful export
+    updated_at = me.DateTimeField(default=utcnow)
+
+    meta = {"collection": "frameworks"}
+
+
+class Competency(me.Document):
+    identifier = me.StringField(primary_key=True)  # CASE CFItem identifier, or a YAML id
+    framework = me.StringField(required=True)
+    code = me.StringField()  # humanCodingScheme
+    statement = me.StringField(required=True)  # fullStatement
+    type = me.StringField()  # CFItemType
+    uri = me.StringField()  # CASE URI: statements carrying it map without a rule
+    parent = me.StringField()  # identifier of the parent (isChildOf)
+    position = me.IntField(default=0)  # order among siblings
+    precedes = me.ListField(me.StringField())  # learning-path successors
+    scale = me.EmbeddedDocumentField(Scale)  # overrides the framework's
+    calculation = me.StringField()  # overrides the framework's
+    rollup = me.EmbeddedDocumentField(Rollup, default=Rollup)
+    raw = me.DictField()  # the CFItem as imported
+
+    meta = {"collection": "competencies", "indexes": [("framework", "position"), "uri"]}
+
+
+class CreditRule(me.Document):
+    """A course credit: a set of competencies and the share of them that must be mastered."""
+
+    identifier = me.StringField(primary_key=True)
+    name = me.StringField(required=True)
+    framework = me.StringField(required=True)
+    competencies = me.ListField(me.StringField(), required=True)
+    required = me.ListField(me.StringField())  # must all be mastered
+    min_percent = me.FloatField(default=70.0)  # of `competencies`, mastered
+
+    meta = {"collection": "credit_rules"}
+
+
+class RuleSet(me.Document):
+    """A mapping-rule YAML file as loaded (its text, for provenance and re-validation)."""
+
+    name = me.StringField(primary_key=True)
+    text = me.StringField(required=True)
+    rules = me.ListField(me.DictField())  # parsed, validated rules
+    loaded_at = me.DateTimeField(default=utcnow)
+
+    meta = {"collection": "rule_sets"}
+
+
+class Learner(me.Document):
+    """One person, known to providers under one or more xAPI agent identifiers."""
+
+    identifier = me.StringField(primary_key=True)
+    name = me.StringField()
+    agents = me.ListField(me.StringField())  # lrs.keys.ifi() strings
+
+    meta = {"collection": "learners", "indexes": [{"fields": ["agents"], "unique": True,
+                                                   "sparse": True}]}
+
+
+class Action(me.EmbeddedDocument):
+    """A teacher's decision on evidence (Moodle: approve, reject, override)."""
+
+    action = me.StringField(choices=("approve", "reject", "override"), required=True)
+    by = me.StringField(required=True)
+    at = me.DateTimeField(required=True)
+    comment = me.StringField()
+    points = me.FloatField()  # override rating
+
+
+class Evidence(me.Document):
+    identifier = me.StringField(primary_key=True)  # "statement|competency|rule"
+    statement = me.StringField(required=True)
+    seq = me.IntField(required=True)  # LRS sequence of the statement
+    learner = me.StringField(required=True)
+    competency = me.StringField(required=True)
+    framework = me.StringField(required=True)
+    rule = me.StringField(required=True)  # "ruleset:rule-id", or "case-uri"
+    points = me.FloatField(required=True)  # on the competency's scale
+    source_type = me.StringField(required=True)
+    timestamp = me.DateTimeField(required=True)  # the statement's timestamp
+    status = me.StringField(choices=("accepted", "pending", "rejected"), required=True)
+    voided = me.BooleanField(default=False)
+    activity = me.StringField()
+    activity_name = me.StringField()
+    provider = me.StringField()  # the credential key that stored the statement
+    actions = me.EmbeddedDocumentListField(Action)
+
+    meta = {"collection": "evidence",
+            "indexes": [("learner", "competency"), ("statement",), ("status", "framework")]}
+
+    @property
+    def effective_points(self) -> float:
+        """The teacher's override wins over the rule's score."""
+        overrides = [a.points for a in self.actions if a.action == "override"]
+        return overrides[-1] if overrides else self.points
+
+    @property
+    def counts(self) -> bool:
+        return self.status == "accepted" and not self.voided
+
+
+class Mastery(me.Document):
+    identifier = me.StringField(primary_key=True)  # "learner|competency"
+    learner = me.StringField(required=True)
+    competency = me.StringField(required=True)
+    framework = me.StringField(required=True)
+    points = me.FloatField()  # None: no evidence yet
+    level = me.StringField()
+    mastered = me.BooleanField(default=False)
+    method = me.StringField()
+    evidence = me.ListField(me.StringField())  # evidence identifiers behind it
+    from_children = me.BooleanField(default=False)  # a roll-up
+    updated_at = me.DateTimeField(default=utcnow)
+
+    meta = {"collection": "mastery", "indexes": [("learner", "framework"), "competency"]}
+
+
+class Credit(me.Document):
+    identifier = me.StringField(primary_key=True)  # "learner|credit rule"
+    learner = me.StringField(required=True)
+    rule = me.StringField(required=True)
+    status = me.StringField(choices=("in_progress", "awarded", "revoked"), required=True)
+    mastered = me.ListField(me.StringField())
+    missing = me.ListField(me.StringField())
+    percent = me.FloatField(default=0.0)
+    awarded_at = me.DateTimeField()
+    revoked_at = me.DateTimeField()
+    evidence = me.ListField(me.StringField())
+
+    meta = {"collection": "credits", "indexes": ["learner", "rule"]}
+
+
+class Audit(me.Document):
+    """Who did what, when: teacher decisions and credit awards/revocations."""
+
+    at = me.DateTimeField(default=utcnow)
+    actor = me.StringField(required=True)  # a person, or "mapper"
+    action = me.StringField(required=True)
+    subject = me.StringField(required=True)
+    detail = me.DictField()
+
+    meta = {"collection": "audit", "indexes": ["subject"]}
+
+
+class WorkerState(me.Document):
+    """The mapper's persisted position in the LRS sequence, and its lease."""
+
+    identifier = me.StringField(primary_key=True)
+    position = me.IntField(default=0)
+    holder = me.StringField()
+    lease_until = me.DateTimeField()
+    updated_at = me.DateTimeField(default=utcnow)
+
+    meta = {"collection": "worker_state"}

@@ -1,0 +1,82 @@
+"""Teachers' decisions on evidence, and explanations of every level and credit.
+
+A decision (approve, reject, override with a rating) is recorded on the evidence with who
+and when, written to the audit log, and immediately recomputes the learner's mastery and
+credit, so the teacher sees the effect of what they did.
+"""
+
+from __future__ import annotations
+
+from pymongo.database import Database
+
+from mappings import catalog as catalog_module
+from mappings.engine import Engine
+from mappings.models import utcnow
+
+ACTIONS = ("approve", "reject", "override")
+
+
+class ReviewError(ValueError):
+    pass
+
+
+def decide(db: Database, evidence_id: str, action: str, *, by: str,
+           comment: str | None = None, points: float | None = None,
+           catalog: catalog_module.Catalog | None = None) -> dict:
+    """Apply a teacher's decision; returns the updated evidence document."""
+    if action not in ACTIONS:
+        raise ReviewError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    if not by:
+        raise ReviewError("a decision needs the reviewer's name")
+    evidence = db["evidence"].find_one({"_id": evidence_id})
+    if evidence is None:
+        raise ReviewError(f"no evidence {evidence_id!r}")
+    catalog = catalog or catalog_module.load()
+    if action == "override":
+        if points is None:
+            raise ReviewError("an override needs the rating (points on the competency's scale)")
+        scale = catalog.scale_of(evidence["competency"])
+        low = min(level.points for level in scale.levels)
+        if not low <= points <= scale.top_points:
+            raise ReviewError(f"rating {points} is outside the scale ({low}..{scale.top_points})")
+    elif points is not None:
+        raise ReviewError("only an override takes a rating")
+    now = utcnow()
+    record = {"action": action, "by": by, "at": now, "comment": comment, "points": points}
+    status = {"approve": "accepted", "reject": "rejected", "override": "accepted"}[action]
+    db["evidence"].update_one({"_id": evidence_id},
+                              {"$push": {"actions": record}, "$set": {"status": status}})
+    db["audit"].insert_one({"at": now, "actor": by, "action": f"evidence_{action}",
+                            "subject": evidence_id,
+                            "detail": {"comment": comment, "points": points,
+                                       "previous_status": evidence["status"]}})
+    Engine(db, catalog).recompute({(evidence["learner"], evidence["competency"])})
+    return db["evidence"].find_one({"_id": evidence_id})
+
+
+def explain(db: Database, learner: str, competency: str) -> dict:
+    """The chain behind a learner's level: credits <- mastery <- evidence <- statements."""
+    mastery = db["mastery"].find_one({"_id": f"{learner}|{competency}"}) or {
+        "learner": learner, "competency": competency, "points": None, "level": None,
+        "mastered": False, "evidence": []}
+    evidence_ids = list(mastery.get("evidence", []))
+    evidence = list(db["evidence"].find({"learner": learner, "competency": competency})
+                    .sort([("timestamp", 1), ("seq", 1)]))
+    credits = list(db["credits"].find({"learner": learner, "mastered": competency}))
+    credits += [c for c in db["credits"].find({"learner": learner, "missing": competency})]
+    return {
+        "learner": learner,
+        "competency": competency,
+        "mastery": {k: mastery.get(k) for k in ("points", "level", "mastered", "method",
+                                                 "from_children")},
+        "evidence": [{
+            "id": e["_id"], "statement": e["statement"], "rule": e["rule"],
+            "points": e["points"], "status": e["status"], "voided": e.get("voided", False),
+            "counted": e["_id"] in evidence_ids, "source_type": e["source_type"],
+            "timestamp": e["timestamp"], "activity": e.get("activity"),
+            "actions": e.get("actions", []),
+        } for e in evidence],
+        "credits": [{"rule": c["rule"], "status": c["status"], "percent": c["percent"],
+                     "awarded_at": c.get("awarded_at"), "revoked_at": c.get("revoked_at")}
+                    for c in credits],
+    }

@@ -1,0 +1,192 @@
+"""The mapping worker: follows the LRS statement sequence and keeps competency records current.
+
+Guarantees (DESIGN.md "Data flow"):
+- reads only up to the LRS watermark, so a statement whose write finished late is never
+  skipped;
+- its position is persisted after each batch; a crash re-processes at most one batch, which
+  is harmless because processing is idempotent;
+- one worker at a time does the work: a lease in ``worker_state`` (renewed every batch,
+  taken over when it expires) lets any number of workers run for availability, while
+  only the lease holder writes, so two workers never race on the same records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+from lrs.store import StatementStore
+from mappings import catalog as catalog_module
+from mappings.engine import BatchResult, Engine
+from mappings.models import utcnow
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = "mapper"
+LEASE_SECONDS = 10.0
+BATCH = 500
+
+
+@dataclass
+class Status:
+    position: int
+    watermark: int
+    lag: int
+    holder: str | None
+    lease_until: dt.datetime | None
+
+
+class Worker:
+    def __init__(self, db: Database, *, name: str | None = None, batch: int = BATCH):
+        self.db = db
+        self.store = StatementStore(db)
+        self.state = db["worker_state"]
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.batch = batch
+        self._catalog: catalog_module.Catalog | None = None
+        self._engine: Engine | None = None
+
+    # -- lease -------------------------------------------------------------------------
+    def _acquire(self) -> dict | None:
+        """Take or renew the lease; None when another live worker holds it."""
+        now = utcnow()
+        return self.state.find_one_and_update(
+            {"_id": WORKER_ID, "$or": [{"holder": self.name}, {"holder": None},
+                                       {"lease_until": {"$lt": now}},
+                                       {"holder": {"$exists": False}}]},
+            {"$set": {"holder": self.name,
+                      "lease_until": now + dt.timedelta(seconds=LEASE_SECONDS)},
+             "$setOnInsert": {"position": 0}},
+            upsert=False, return_document=ReturnDocument.AFTER)
+
+    def _ensure_state(self) -> None:
+        self.state.update_one({"_id": WORKER_ID}, {"$setOnInsert": {"position": 0}},
+                              upsert=True)
+
+    def release(self) -> None:
+        self.state.update_one({"_id": WORKER_ID, "holder": self.name},
+                              {"$set": {"holder": None, "lease_until": None}})
+
+    # -- work --------------------------------------------------------------------------
+    def engine(self) -> Engine:
+        version = catalog_module.current_version()
+        if self._catalog is None or self._catalog.version != version:
+            self._catalog = catalog_module.load()
+            self._engine = Engine(self.db, self._catalog)
+        assert self._engine is not None
+        return self._engine
+
+    def run_once(self) -> BatchResult | None:
+        """Process the next batch; None when not the lease holder, an empty result when
+        there is nothing new."""
+        self._ensure_state()
+        state = self._acquire()
+        if state is None:
+            return None
+        position = state.get("position", 0)
+        watermark = self.store.watermark().seq
+        upper = min(watermark, position + self.batch)
+        if upper <= position:
+            return BatchResult()
+        docs = list(self.store.statements_in_range(position, upper))
+        result = self.engine().process(docs)
+        # Advance only if we still hold the lease: a worker that stalled past its lease
+        # must not move the position of the one that took over.
+        self.state.update_one({"_id": WORKER_ID, "holder": self.name},
+                              {"$set": {"position": upper, "updated_at": utcnow()}})
+        return result
+
+    def run_forever(self, stop: threading.Event, *, poll: float = 0.1,
+                    on_batch: Callable[[BatchResult], None] | None = None) -> None:
+        """Poll until ``stop`` is set; errors are logged and retried (never fatal)."""
+        while not stop.is_set():
+            try:
+                result = self.run_once()
+            except Exception:
+                log.exception("mapping batch failed; retrying")
+                stop.wait(2.0)
+                continue
+            if result and result.statements and on_batch:
+                on_batch(result)
+            if not result or result.statements < self.batch:
+                stop.wait(poll)
+        try:
+            self.release()
+        except Exception:
+            log.warning("could not release the mapping lease", exc_info=True)
+
+    def status(self) -> Status:
+        state = self.state.find_one({"_id": WORKER_ID}) or {}
+        watermark = self.store.watermark().seq
+        position = state.get("position", 0)
+        return Status(position=position, watermark=watermark, lag=max(0, watermark - position),
+                      holder=state.get("holder"), lease_until=state.get("lease_until"))
+
+
+def start_thread(db_factory: Callable[[], Database]) -> tuple[threading.Thread, threading.Event]:
+    """Run a worker in a daemon thread (the embedded default inside `masteryhub serve`)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        Worker(db_factory()).run_forever(stop)
+
+    thread = threading.Thread(target=run, name="mapping-worker", daemon=True)
+    thread.start()
+    return thread, stop
+
+
+def recompute(db: Database, *, learner: str | None = None, framework: str | None = None,
+              progress: Callable[[int, int], None] | None = None) -> int:
+    """Rebuild evidence and mastery from the statements up to the watermark, through the
+    same engine as incremental processing (so the results are identical); credits keep
+    their history (an award or revocation is an event, not a derived value).
+    Returns the number of statements read."""
+    store = StatementStore(db)
+    engine = Engine(db, catalog_module.load())
+    watermark = store.watermark().seq
+    query: dict = {}
+    if learner:
+        query["learner"] = learner
+    if framework:
+        query["framework"] = framework
+    db["mastery"].delete_many(query)
+    done = 0
+    position = 0
+    while position < watermark:
+        upper = min(watermark, position + BATCH)
+        docs = list(store.statements_in_range(position, upper))
+        # All statements are re-applied even for a scoped recompute: it is idempotent, and
+        # an alias may have moved a statement's evidence to the learner in scope.
+        result = engine.process(docs)
+        done += result.statements
+        position = upper
+        if progress:
+            progress(position, watermark)
+    # Pairs whose evidence is all gone still need a (blank) record: recompute every pair
+    # that has any evidence in scope.
+    pairs = {(e["learner"], e["competency"]) for e in db["evidence"].find(
+        query, {"learner": 1, "competency": 1})}
+    engine.recompute(pairs)
+    return done
+
+
+def wait_until_caught_up(worker_db: Database, timeout: float = 30.0) -> bool:
+    """For tests and the CLI: True once the worker's position reaches the watermark."""
+    store = StatementStore(worker_db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = worker_db["worker_state"].find_one({"_id": WORKER_ID}) or {}
+        if state.get("position", 0) >= store.watermark().seq:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,360 @@
+"""Statements in, credit out: the worker, voiding, review, identity and recompute, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import tincan
+from conftest import basic_auth
+
+from mappings import catalog as catalog_module
+from mappings.frameworks import sample_framework, save_framework
+from mappings.models import RuleSet
+from mappings.rules import load_ruleset
+from mappings.worker import WORKER_ID, Worker, recompute
+
+RULES = Path(__file__).resolve().parents[2] / "mappings" / "data" / "sample_rules.yaml"
+LEAVES = ["ALG.1.1", "ALG.1.2", "ALG.1.3", "ALG.1.4", "ALG.2.1", "ALG.2.2", "ALG.2.3",
+          "ALG.3.1", "ALG.3.2", "ALG.4.1", "ALG.4.2", "ALG.4.3", "ALG.4.4"]
+CREDIT = "algebra-1-cbe-credit"
+PASSED = "http://adlnet.gov/expapi/verbs/passed"
+
+
+@pytest.fixture
+def catalog(app):
+    save_framework(sample_framework())
+    text = RULES.read_text()
+    ruleset = load_ruleset(text, filename="sample_rules.yaml",
+                           competencies=catalog_module.load().infos)
+    RuleSet(name=ruleset.name, text=text, rules=ruleset.to_dicts()).save()
+    catalog_module.bump()
+    return catalog_module.load()
+
+
+def quiz(email: str, code: str, scaled: float, *, n: int = 0, when: str | None = None) -> dict:
+    stmt = {
+        "id": str(uuid.uuid4()),
+        "actor": {"objectType": "Agent", "name": email.split("@")[0],
+                  "mbox": f"mailto:{email}"},
+        "verb": {"id": PASSED, "display": {"en-US": "passed"}},
+        "object": {"id": f"https://courses.example.com/algebra-1/{code}/quiz-{n}",
+                   "definition": {"name": {"en-US": f"{code} quiz {n}"}}},
+        "result": {"score": {"scaled": scaled}, "success": scaled >= 0.8},
+    }
+    if when:
+        stmt["timestamp"] = when
+    return stmt
+
+
+def post(client, headers, statements) -> list[str]:
+    response = client.post("/xapi/statements", data=json.dumps(statements),
+                           headers=dict(headers, **{"Content-Type": "application/json"}))
+    assert response.status_code == 200, response.data
+    return response.get_json()
+
+
+def drain(db) -> None:
+    """Run the worker until it has processed everything up to the LRS watermark."""
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    deadline = time.monotonic() + 10  # the app releases finished ranges within 50 ms
+    while store.watermark().seq < store.last_seq():
+        assert time.monotonic() < deadline, "the LRS watermark did not advance"
+        time.sleep(0.01)
+    worker = Worker(db, name="test")
+    for _ in range(200):
+        worker.run_once()
+        state = db["worker_state"].find_one({"_id": WORKER_ID})
+        if state["position"] >= store.watermark().seq:
+            return
+    raise AssertionError("worker did not catch up")
+
+
+def learner_of(db, email: str) -> str:
+    return db["learners"].find_one({"agents": f"mbox|mailto:{email}"})["_id"]
+
+
+def snapshot(db) -> dict:
+    """The derived state that must not depend on how it was computed."""
+    mastery = {d["_id"]: (d.get("points"), d.get("level"), d.get("mastered"),
+                          sorted(d.get("evidence", []))) for d in db["mastery"].find()}
+    credits = {d["_id"]: (d["status"], sorted(d["mastered"]), d["percent"], d.get("awarded_at"))
+               for d in db["credits"].find()}
+    evidence = {d["_id"]: (d["points"], d["status"], d.get("voided")) for d in
+                db["evidence"].find()}
+    return {"mastery": mastery, "credits": credits, "evidence": evidence}
+
+
+def test_credit_awarded_at_70_percent_traceable_and_revoked_by_voiding(
+        client, xapi_headers, db, catalog):
+    email = "ana@school.example.edu"
+    ids = post(client, xapi_headers,
+               [quiz(email, code, 0.9, when=f"2026-09-{i + 1:02d}T10:00:00Z")
+                for i, code in enumerate(LEAVES[:9])])
+    drain(db)
+    learner = learner_of(db, email)
+    credit = db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})
+    assert credit["status"] == "in_progress"
+    assert len(credit["mastered"]) == 9 and credit["percent"] == pytest.approx(9 / 13 * 100)
+
+    (tenth,) = post(client, xapi_headers,
+                    [quiz(email, LEAVES[9], 0.95, when="2026-10-01T10:00:00Z")])
+    drain(db)
+    credit = db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})
+    assert credit["status"] == "awarded"
+    assert credit["awarded_at"].isoformat().startswith("2026-10-01T10:00:00")
+    behind = {db["evidence"].find_one({"_id": e})["statement"] for e in credit["evidence"]}
+    assert behind == set(ids) | {tenth}
+
+    void = {"actor": {"mbox": "mailto:teacher@school.example.edu"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+            "object": {"objectType": "StatementRef", "id": tenth}}
+    post(client, xapi_headers, [void])
+    drain(db)
+    credit = db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})
+    assert credit["status"] == "revoked" and credit["revoked_at"] is not None
+    audit = db["audit"].find_one({"subject": f"{learner}|{CREDIT}", "action": "credit_revoked"})
+    assert LEAVES[9] not in [c for c in credit["mastered"]]
+    assert audit is not None and audit["detail"]["percent"] == pytest.approx(9 / 13 * 100)
+    mastery = db["mastery"].find_one({"_id": f"{learner}|alg1-4-1"})
+    assert mastery["mastered"] is False and mastery["points"] is None
+
+
+def test_levels_follow_the_calculation_method_and_roll_up(client, xapi_headers, db, catalog):
+    email = "ben@school.example.edu"
+    # decaying_average(0.65) on the performance-level scale (1..10, mastery_at 0.8 -> 7)
+    post(client, xapi_headers, [quiz(email, "ALG.2.1", 0.4, n=1, when="2026-09-01T10:00:00Z"),
+                                quiz(email, "ALG.2.1", 1.0, n=2, when="2026-09-02T10:00:00Z")])
+    drain(db)
+    learner = learner_of(db, email)
+    m = db["mastery"].find_one({"_id": f"{learner}|alg1-2-1"})
+    first = 1 + (0.4 / 0.8) * 6  # 0.4 of the way to the pass mark: 4.0 points
+    expected = (1 - 0.65) * first + 0.65 * 10
+    assert m["points"] == pytest.approx(expected)
+    assert m["mastered"] is True and m["method"] == "decaying_average(0.65)"
+    # ALG.2 rolls up "all children": one of three mastered is not enough.
+    parent = db["mastery"].find_one({"_id": f"{learner}|alg1-2"})
+    assert parent["from_children"] is True and parent["mastered"] is False
+    post(client, xapi_headers, [quiz(email, "ALG.2.2", 0.9), quiz(email, "ALG.2.3", 0.85)])
+    drain(db)
+    parent = db["mastery"].find_one({"_id": f"{learner}|alg1-2"})
+    assert parent["mastered"] is True
+
+
+def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog, app):
+    from mappings.review import decide
+
+    email = "cam@school.example.edu"
+    internship = {
+        "actor": {"mbox": f"mailto:{email}"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+        "object": {"id": "https://internships.example.org/tasks/budget-model",
+                   "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
+                                          "internship-task"}},
+    }
+    post(client, xapi_headers, [internship])
+    drain(db)
+    learner = learner_of(db, email)
+    pending = list(db["evidence"].find({"learner": learner, "status": "pending"}))
+    assert {e["competency"] for e in pending} == {"alg1-3-1", "alg1-3-2"}
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})["points"] is None
+
+    by_comp = {e["competency"]: e["_id"] for e in pending}
+    decide(db, by_comp["alg1-3-1"], "approve", by="Ms Rivera", comment="Seen on site")
+    decide(db, by_comp["alg1-3-2"], "reject", by="Ms Rivera", comment="Not modelling")
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})["mastered"] is True
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-2"})["points"] is None
+
+    decide(db, by_comp["alg1-3-1"], "override", by="Ms Rivera", comment="Partial", points=5)
+    m = db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})
+    assert m["points"] == 5 and m["mastered"] is False
+    actions = db["evidence"].find_one({"_id": by_comp["alg1-3-1"]})["actions"]
+    assert [a["action"] for a in actions] == ["approve", "override"]
+    assert actions[0]["by"] == "Ms Rivera" and actions[0]["at"] is not None
+    assert db["audit"].count_documents({"subject": by_comp["alg1-3-1"]}) == 2
+
+    # Re-processing the statement keeps the teacher's decisions.
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
+    drain(db)
+    assert db["evidence"].find_one({"_id": by_comp["alg1-3-2"]})["status"] == "rejected"
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})["points"] == 5
+
+
+def test_reprocessing_and_recompute_change_nothing(client, xapi_headers, db, catalog):
+    statements = [quiz(f"s{i % 7}@school.example.edu", LEAVES[i % 13], (i % 10) / 10,
+                       n=i, when=f"2026-09-{1 + i % 28:02d}T{i % 24:02d}:00:00Z")
+                  for i in range(150)]
+    post(client, xapi_headers, statements)
+    drain(db)
+    once = snapshot(db)
+    assert once["mastery"] and once["credits"]
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
+    drain(db)
+    assert snapshot(db) == once
+    recompute(db)
+    assert snapshot(db) == once
+
+
+def test_group_statement_is_evidence_for_each_member_and_aliases_merge(
+        client, xapi_headers, db, catalog):
+    from mappings.identity import link, move_evidence
+
+    team = {"objectType": "Group", "name": "Team 4",
+            "member": [{"mbox": "mailto:dee@school.example.edu"},
+                       {"mbox": "mailto:eli@school.example.edu"}]}
+    stmt = quiz("x@school.example.edu", "ALG.1.1", 0.9)
+    stmt["actor"] = team
+    post(client, xapi_headers, [stmt])
+    # The course knows Dee by an account; her evidence must meet the email's.
+    by_account = quiz("x@school.example.edu", "ALG.1.2", 0.9)
+    by_account["actor"] = {"account": {"homePage": "https://courses.example.com",
+                                       "name": "dee-42"}}
+    post(client, xapi_headers, [by_account])
+    drain(db)
+    dee = learner_of(db, "dee@school.example.edu")
+    eli = learner_of(db, "eli@school.example.edu")
+    assert db["mastery"].find_one({"_id": f"{dee}|alg1-1-1"})["mastered"]
+    assert db["mastery"].find_one({"_id": f"{eli}|alg1-1-1"})["mastered"]
+    assert db["mastery"].find_one({"_id": f"{dee}|alg1-1-2"}) is None
+
+    _, merged = link(dee, "acct|https://courses.example.com|dee-42")
+    assert merged is not None
+    move_evidence(db, merged, dee)
+    assert db["mastery"].find_one({"_id": f"{dee}|alg1-1-2"})["mastered"]
+    assert db["mastery"].count_documents({"learner": merged}) == 0
+    # Later statements under the account now go to Dee directly.
+    later = quiz("x@school.example.edu", "ALG.1.3", 0.9)
+    later["actor"] = by_account["actor"]
+    post(client, xapi_headers, [later])
+    drain(db)
+    assert db["mastery"].find_one({"_id": f"{dee}|alg1-1-3"})["mastered"]
+
+
+def test_tincan_provider_to_api(live_server, xapi_credential, db, catalog):
+    lrs = tincan.RemoteLRS(endpoint=live_server + "/xapi/", username=xapi_credential[0],
+                           password=xapi_credential[1], version="1.0.3")
+    email = "fay@school.example.edu"
+    for code in LEAVES[:10]:
+        statement = tincan.Statement(
+            actor=tincan.Agent(name="Fay", mbox=f"mailto:{email}"),
+            verb=tincan.Verb(id=PASSED),
+            object=tincan.Activity(id=f"https://courses.example.com/algebra-1/{code}/final"),
+            result=tincan.Result(score=tincan.Score(scaled=0.92), success=True))
+        assert lrs.save_statement(statement).success
+    drain(db)
+    import requests
+
+    learner = learner_of(db, email)
+    auth = {"Authorization": basic_auth(*xapi_credential)}
+    body = requests.get(f"{live_server}/api/learners/{learner}", headers=auth, timeout=10).json()
+    assert [c["status"] for c in body["credits"]] == ["awarded"]
+    chain = requests.get(f"{live_server}/api/learners/{learner}/competencies/alg1-1-1",
+                         headers=auth, timeout=10).json()
+    assert chain["mastery"]["mastered"] is True
+    assert chain["evidence"][0]["counted"] is True
+    assert chain["credits"][0]["status"] == "awarded"
+    assert requests.get(f"{live_server}/api/learners/{learner}", timeout=10).status_code == 401
+
+
+def test_api_review_requires_the_all_scope(client, xapi_headers, db, catalog):
+    from lrs.auth import create_credential
+
+    reader, secret = create_credential("Dashboard", ["all/read"])
+    headers = {"Authorization": basic_auth(reader.key, secret)}
+    assert client.get("/api/evidence", headers=headers).status_code == 200
+    denied = client.post("/api/evidence/x/review", json={"action": "approve", "by": "me"},
+                         headers=headers)
+    assert denied.status_code == 403
+    missing = client.post("/api/evidence/nope/review", json={"action": "approve", "by": "me"},
+                          headers={"Authorization": xapi_headers["Authorization"]})
+    assert missing.status_code == 404
+    bad = client.post("/api/evidence/nope/review", json={"action": "shout"},
+                      headers={"Authorization": xapi_headers["Authorization"]})
+    assert bad.status_code in (400, 404)
+    assert client.get("/api/evidence?status=weird", headers=headers).status_code == 400
+
+
+def test_two_concurrent_workers_equal_one(client, xapi_headers, db, catalog):
+    statements = [quiz(f"t{i % 11}@school.example.edu", LEAVES[i % 13], (i % 10) / 10, n=i,
+                       when=f"2026-10-{1 + i % 28:02d}T{i % 24:02d}:00:00Z")
+                  for i in range(300)]
+    stop = threading.Event()
+    workers = [Worker(db, name=f"w{i}", batch=40) for i in range(2)]
+    threads = [threading.Thread(target=w.run_forever, args=(stop,), kwargs={"poll": 0.01})
+               for w in workers]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(0, 300, 30):
+            post(client, xapi_headers, statements[i:i + 30])
+        drain_wait(db)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    concurrent = snapshot(db)
+    recompute(db)
+    assert snapshot(db) == concurrent
+
+
+def drain_wait(db, timeout: float = 60) -> None:
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = db["worker_state"].find_one({"_id": WORKER_ID}) or {}
+        if state.get("position", 0) >= store.last_seq() > 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("workers did not catch up")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_worker_killed_mid_stream_ends_equal_to_recompute(
+        client, xapi_headers, db, catalog, settings, mongo_server_uri, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERYHUB_")}
+    env.update(MASTERYHUB_MONGODB_URI=mongo_server_uri, MASTERYHUB_DB_NAME=db.name,
+               MASTERYHUB_DATA_DIR=str(tmp_path / "w"))
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "worker",
+                                 "--poll", "0.01"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+
+    statements = [quiz(f"k{i % 13}@school.example.edu", LEAVES[i % 13], (i % 10) / 10, n=i,
+                       when=f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z")
+                  for i in range(1200)]
+    worker = start()
+    try:
+        for i in range(0, 600, 50):
+            post(client, xapi_headers, statements[i:i + 50])
+        # Kill it while it works (some of the stream processed, not all).
+        deadline = time.monotonic() + 30
+        while (db["worker_state"].find_one({"_id": WORKER_ID}) or {}).get("position", 0) == 0:
+            assert time.monotonic() < deadline, worker.stderr.read().decode()[-2000:]
+            time.sleep(0.01)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        for i in range(600, 1200, 50):
+            post(client, xapi_headers, statements[i:i + 50])
+        worker = start()  # takes over once the dead worker's lease expires
+        drain_wait(db, timeout=120)
+    finally:
+        worker.kill()
+        worker.wait(10)
+    incremental = snapshot(db)
+    assert len(incremental["evidence"]) == 1200
+    recompute(db)
+    assert snapshot(db) == incremental
