@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import ciso8601
@@ -21,7 +21,7 @@ import pymongo
 from pymongo.database import Database
 
 from lrs.jsonio import loads_json
-from lrs.keys import VOIDED_VERB
+from lrs.keys import VOIDED_VERB, ifi
 from mappings import calculation
 from mappings.catalog import Catalog
 from mappings.identity import IdentityCache
@@ -29,6 +29,12 @@ from mappings.models import utcnow
 from mappings.rules import match_statement
 
 MAPPER = "mapper"
+
+
+def _find_by_ids(collection, ids: list[str], chunk: int = 200) -> Iterable[dict]:
+    """Documents by _id in chunks (SecantusDB slows down on long $in lists)."""
+    for i in range(0, len(ids), chunk):
+        yield from collection.find({"_id": {"$in": ids[i:i + chunk]}})
 
 
 def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str:
@@ -41,6 +47,12 @@ def _timestamp(stmt: dict) -> dt.datetime:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).replace(
         microsecond=value.microsecond // 1000 * 1000)
+
+
+def _agents_of(actor: dict) -> list[dict]:
+    if actor.get("objectType") == "Group":
+        return list(actor.get("member") or ())
+    return [actor]
 
 
 def _activity(stmt: dict) -> tuple[str | None, str | None]:
@@ -83,6 +95,7 @@ class Engine:
         result = BatchResult()
         ops: list[pymongo.UpdateOne] = []
         voided_targets: list[str] = []
+        matched: list[tuple[dict, dict, str | None, list]] = []
         for doc in docs:
             result.statements += 1
             if doc.get("vb"):
@@ -97,8 +110,12 @@ class Engine:
                 continue
             provider = ((stmt.get("authority") or {}).get("account") or {}).get("name")
             drafts = self.drafts_for(stmt, provider)
-            if not drafts:
-                continue
+            if drafts:
+                matched.append((doc, stmt, provider, drafts))
+        self.identities.prefetch(
+            (ifi(agent), agent.get("name")) for _, stmt, _, _ in matched
+            for agent in _agents_of(stmt["actor"]) if ifi(agent))
+        for doc, stmt, provider, drafts in matched:
             learners = self.identities.learners_of(stmt["actor"])
             when = _timestamp(stmt)
             activity, activity_name = _activity(stmt)
@@ -162,8 +179,14 @@ class Engine:
                 points = overrides[-1] if overrides else e["points"]
                 scores[key].append((e["timestamp"], e["seq"], points, e["_id"]))
 
-        current = {(m["learner"], m["competency"]): m for m in self.mastery.find(
-            {"learner": {"$in": learners}})}
+        # Read only the records this batch needs: the pairs and their ancestors. A parent
+        # keeps its children's states, and a credit its mastered list, so siblings and a
+        # learner's other records are never read.
+        needed = set(pairs)
+        for learner, competency in pairs:
+            needed.update((learner, parent) for parent in catalog.ancestors(competency))
+        current = {(m["learner"], m["competency"]): m for m in _find_by_ids(
+            self.mastery, [f"{lr}|{c}" for lr, c in needed])}
         changed: dict[tuple[str, str], dict] = {}
         for key in pairs:
             learner, competency = key
@@ -184,21 +207,27 @@ class Engine:
             if not catalog.rolls_up(parent):
                 continue
             rule = catalog.competencies[parent].rollup
-            states = {}
+            known = {c: (p, m, ev) for c, p, m, ev in
+                     (current.get((learner, parent)) or {}).get("children", ())}
             for child in catalog.children.get(parent, ()):
-                doc = current.get((learner, child))
-                states[child] = calculation.ChildState(
-                    points=doc.get("points") if doc else None,
-                    mastered=bool(doc and doc.get("mastered")),
-                    top_points=catalog.scale_of(child).top_points)
+                doc = changed.get((learner, child))
+                if doc is not None:
+                    known[child] = (doc["points"], doc["mastered"], doc["evidence"])
+            states = {child: calculation.ChildState(
+                points=known[child][0] if child in known else None,
+                mastered=bool(known[child][1]) if child in known else False,
+                top_points=catalog.scale_of(child).top_points)
+                for child in catalog.children.get(parent, ())}
             scale = catalog.scale_of(parent)
             points, mastered = calculation.rollup(
                 rule.method, states, required=list(rule.required or ()),
                 points_needed=rule.points, scale=scale)
-            behind = sorted({e for child in states
-                             for e in (current.get((learner, child)) or {}).get("evidence", [])})
+            behind = sorted({e for child in states for e in known.get(child, (0, 0, ()))[2]})
             doc = self._mastery_doc(learner, parent, points, scale, f"rollup:{rule.method}",
                                     behind, from_children=True, mastered=mastered)
+            # Sorted so that the record does not depend on the order of processing.
+            doc["children"] = sorted([c, *known[c]] for c in known
+                                     if c in catalog.children.get(parent, ()))
             changed[(learner, parent)] = doc
             current[(learner, parent)] = doc
 
@@ -233,18 +262,26 @@ class Engine:
         writes, audits, changed_ids = [], [], []
         evidence_times: dict[str, dt.datetime] = {}
         for (learner, rule_id), rule in sorted(touched.items()):
-            mastered = {c for c in rule.competencies
-                        if (current.get((learner, c)) or {}).get("mastered")}
+            key = f"{learner}|{rule_id}"
+            old = existing.get(key)
+            # The credit keeps its mastered list; only this batch's changes update it, so
+            # a learner's other mastery records need not be read.
+            mastered = set(old["mastered"]) if old else set()
+            for c in rule.competencies:
+                if (learner, c) in changed:
+                    if changed[(learner, c)]["mastered"]:
+                        mastered.add(c)
+                    else:
+                        mastered.discard(c)
             progress = calculation.evaluate_credit(list(rule.competencies), mastered,
                                                    required=list(rule.required or ()),
                                                    min_percent=rule.min_percent)
-            behind = sorted({e for c in progress.mastered
-                             for e in (current.get((learner, c)) or {}).get("evidence", [])})
-            key = f"{learner}|{rule_id}"
-            old = existing.get(key)
+            evidence_by = self._credit_evidence(old, changed, learner, progress.mastered)
+            behind = sorted({e for _, ids in evidence_by for e in ids})
             doc = {"_id": key, "learner": learner, "rule": rule_id,
                    "mastered": list(progress.mastered), "missing": list(progress.missing),
                    "percent": progress.percent, "evidence": behind,
+                   "evidence_by": evidence_by,
                    "awarded_at": old.get("awarded_at") if old else None,
                    "revoked_at": old.get("revoked_at") if old else None}
             was_awarded = bool(old and old.get("status") == "awarded")
@@ -278,6 +315,18 @@ class Engine:
         if audits:
             self.audit.insert_many(audits, ordered=True)
         return changed_ids
+
+    @staticmethod
+    def _credit_evidence(old: dict | None, changed: dict[tuple[str, str], dict],
+                         learner: str, mastered: Sequence[str]) -> list[list]:
+        """Per mastered competency, the evidence behind it: the changed record's, else what
+        the credit recorded before. Pairs, not a dict: identifiers may contain dots."""
+        previous = {c: ids for c, ids in (old or {}).get("evidence_by", ())}
+        out = []
+        for c in mastered:
+            doc = changed.get((learner, c))
+            out.append([c, list(doc["evidence"]) if doc is not None else previous.get(c, [])])
+        return out
 
     def _latest_time(self, evidence_ids: list[str], cache: dict[str, dt.datetime]
                      ) -> dt.datetime | None:

@@ -8,9 +8,12 @@ online course's account) to that learner, and the evidence follows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterable
 
 import mongoengine as me
+import pymongo.errors
 
 from lrs.keys import ifi
 from mappings.models import Learner
@@ -39,6 +42,31 @@ class IdentityCache:
             learner = _create(agent_ifi, agent.get("name"))
         self._by_ifi[agent_ifi] = learner.identifier
         return learner.identifier
+
+    def prefetch(self, agent_ifis: Iterable[tuple[str, str | None]]) -> None:
+        """Resolve many agents in two round trips (a batch meets hundreds of learners):
+        one read of those already known, one insert of the new ones."""
+        wanted = {i: name for i, name in agent_ifis if i not in self._by_ifi}
+        if not wanted:
+            return
+        collection = Learner._get_collection()
+        ids = list(wanted)
+        for i in range(0, len(ids), 200):
+            for doc in collection.find({"agents": {"$in": ids[i:i + 200]}}, {"agents": 1}):
+                for agent_ifi in doc["agents"]:
+                    self._by_ifi[agent_ifi] = doc["_id"]
+        new = [i for i in wanted if i not in self._by_ifi]
+        if not new:
+            return
+        docs = [{"_id": learner_id_for(i), "name": wanted[i], "agents": [i]} for i in new]
+        with contextlib.suppress(pymongo.errors.BulkWriteError):
+            collection.insert_many(docs, ordered=False)  # some may exist: re-read below
+        for i in new:
+            self._by_ifi.pop(i, None)  # re-read below: another worker may have won the race
+        for i in range(0, len(new), 200):
+            for doc in collection.find({"agents": {"$in": new[i:i + 200]}}, {"agents": 1}):
+                for agent_ifi in doc["agents"]:
+                    self._by_ifi[agent_ifi] = doc["_id"]
 
     def learners_of(self, actor: dict) -> list[str]:
         """The actor's learners: the agent itself, or each member of a Group (a team

@@ -221,3 +221,14 @@ class WorkerState(me.Document):
     updated_at = me.DateTimeField(default=utcnow)
 
     meta = {"collection": "worker_state"}
+
+
+MODELS = (Framework, Competency, CreditRule, RuleSet, Learner, Evidence, Mastery, Credit, Audit,
+          WorkerState)
+
+
+def ensure_indexes() -> None:
+    """Create every index the engine's queries need. Explicitly, because the engine writes
+    through pymongo in bulk and mongoengine only creates indexes on its own first use."""
+    for model in MODELS:
+        model.ensure_indexes()

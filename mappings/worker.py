@@ -28,7 +28,7 @@ from pymongo.database import Database
 from lrs.store import StatementStore
 from mappings import catalog as catalog_module
 from mappings.engine import BatchResult, Engine
-from mappings.models import utcnow
+from mappings.models import ensure_indexes, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Worker:
         self.batch = batch
         self._catalog: catalog_module.Catalog | None = None
         self._engine: Engine | None = None
+        ensure_indexes()
 
     # -- lease -------------------------------------------------------------------------
     def _acquire(self) -> dict | None:
@@ -152,6 +153,7 @@ def recompute(db: Database, *, learner: str | None = None, framework: str | None
     their history (an award or revocation is an event, not a derived value).
     Returns the number of statements read."""
     store = StatementStore(db)
+    ensure_indexes()
     engine = Engine(db, catalog_module.load())
     watermark = store.watermark().seq
     query: dict = {}

@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
         store = StatementStore(db)
         try:
             store.ensure_indexes()
+            from mappings.models import ensure_indexes as ensure_mapping_indexes
+
+            ensure_mapping_indexes()
         except PyMongoError as exc:
             # Start anyway: /healthz reports the outage, and the next start creates them.
             logging.getLogger(__name__).warning("database unavailable at start: %s", exc)
