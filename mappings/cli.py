@@ -25,6 +25,18 @@ def _db(ctx: click.Context):
     return ctx.find_root().obj["database"]()
 
 
+def print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table for people at a terminal; tab-separated lines for scripts and pipes."""
+    if sys.stdout.isatty():
+        table = Table(*headers)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    else:
+        for row in rows:
+            click.echo("\t".join(row))
+
+
 def _echo_json(value: object) -> None:
     click.echo(json.dumps(value, default=str, indent=2))
 
@@ -103,13 +115,11 @@ def frameworks_list(ctx: click.Context) -> None:
     """List frameworks with their competency counts."""
     from mappings.models import Competency, Framework
 
-    table = Table("id", "title", "source", "competencies", "calculation", "scale")
     with _db(ctx):
-        for f in Framework.objects.order_by("title"):
-            table.add_row(f.identifier, f.title, f.source,
-                          str(Competency.objects(framework=f.identifier).count()),
-                          f.calculation, f.scale.name)
-    Console().print(table)
+        rows = [(f.identifier, f.title, f.source,
+                 str(Competency.objects(framework=f.identifier).count()), f.calculation,
+                 f.scale.name) for f in Framework.objects.order_by("title")]
+    print_table(("id", "title", "source", "competencies", "calculation", "scale"), rows)
 
 
 # -- rules ----------------------------------------------------------------------------------

@@ -99,6 +99,11 @@ def _mapping_worker(settings: Settings, uri: str) -> Iterator[None]:
     from masteryhub.database import connect, database_name
 
     db = connect(uri, database_name(uri, settings.db_name), settings.db_timeout_ms)
+    if not settings.production:
+        from masteryhub.demo import seed_if_empty
+
+        if seed_if_empty():
+            click.echo("Demo data: imported the sample Algebra I framework and its rules.")
     thread, stop = start_thread(lambda: db)
     try:
         yield

@@ -98,7 +98,13 @@ def test_serve_is_healthy_refuses_a_second_copy_and_stops_cleanly(tmp_path):
         body = wait_healthy(f"http://127.0.0.1:{port}/healthz", app)
         assert body["database"]["status"] == "ok"
         assert time.monotonic() - started < 15
-        db_pid = json.loads((tmp_path / "data" / "db.json").read_text())["pid"]
+        state = json.loads((tmp_path / "data" / "db.json").read_text())
+        db_pid = state["pid"]
+        import pymongo
+
+        with pymongo.MongoClient(state["uri"]) as mongo:  # demo data on first start
+            assert mongo["masteryhub"]["frameworks"].find_one({"_id": "algebra-1-cbe"})
+            assert mongo["masteryhub"]["rule_sets"].count_documents({}) == 1
 
         second = run_cli("serve", "--port", str(free_port()), env=env)
         assert second.returncode != 0
@@ -161,3 +167,41 @@ def test_credentials_start_the_embedded_database_when_none_runs(tmp_path):
     listed = run_cli("credentials", "list", "--json", env=env)
     assert key in listed.stdout  # stored durably in DATA_DIR/db, across two servers
     assert not (tmp_path / "data" / "db.json").exists()  # and none left running
+
+
+def test_frameworks_rules_and_recompute_commands(tmp_path, mongo_server_uri, db_name):
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "mappings" / "data"
+    env = cli_env(tmp_path, MASTERYHUB_MONGODB_URI=mongo_server_uri, MASTERYHUB_DB_NAME=db_name)
+    imported = run_cli("frameworks", "import", str(data / "sample_framework.yaml"), env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert "13 competencies" in imported.stdout or "competencies" in imported.stdout
+    assert "algebra-1-cbe" in run_cli("frameworks", "list", env=env).stdout
+
+    bad_rules = tmp_path / "bad.yaml"
+    bad_rules.write_text("ruleset: x\nrules:\n  - id: r\n    match: {verb: passed}\n"
+                         "    evidence: [{competency: NOPE}]\n")
+    result = run_cli("rules", "load", str(bad_rules), env=env)
+    assert result.returncode == 1 and f"{bad_rules}:4" in result.stderr
+
+    loaded = run_cli("rules", "load", str(data / "sample_rules.yaml"), env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    statement = tmp_path / "statement.json"
+    statement.write_text(json.dumps({
+        "actor": {"mbox": "mailto:ana@school.example.edu"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"},
+        "object": {"id": "https://courses.example.com/algebra-1/ALG.1.2/quiz-3"},
+        "result": {"score": {"scaled": 0.9}}}))
+    tested = run_cli("rules", "test", str(statement), "--json", env=env)
+    assert tested.returncode == 0, tested.stderr
+    drafts = json.loads(tested.stdout)
+    assert [d["competency"] for d in drafts] == ["alg1-1-2"]
+    assert drafts[0]["rule"] == "algebra-1-sample:quiz-alg-1-2"
+
+    exported = run_cli("frameworks", "export", "algebra-1-cbe", env=env)
+    package = json.loads(exported.stdout)
+    assert package["CFDocument"]["title"] and len(package["CFItems"]) == 17
+
+    recomputed = run_cli("recompute", env=env)
+    assert recomputed.returncode == 0 and "Recomputed from 0 statement(s)" in recomputed.stdout
