@@ -17,7 +17,7 @@ from lrs.auth import authenticate
 from lrs.errors import XAPIError
 from mappings import review
 from mappings.models import Competency, CreditRule, Framework, Learner
-from mappings.worker import Worker
+from mappings.worker import worker_status_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -133,6 +133,8 @@ def evidence() -> Response:
     for key in ("framework", "learner", "competency"):
         if request.args.get(key):
             query[key] = request.args[key]
+    if status != "pending" and "learner" not in query and "framework" not in query:
+        return _error(400, f"listing {status} evidence needs a learner or framework filter")
     try:
         limit = min(int(request.args.get("limit", "100")), 500)
     except ValueError:
@@ -160,7 +162,8 @@ def decide(evidence_id: str) -> Response:
     try:
         updated = review.decide(_db(), evidence_id, str(body.get("action", "")),
                                 by=body.get("by", ""), comment=body.get("comment"),
-                                points=points)
+                                points=points,
+                                credential=request.environ["masteryhub.credential"].key)
     except review.ReviewError as exc:
         status = 404 if str(exc).startswith("no evidence") else 400
         return _error(status, str(exc))
@@ -170,7 +173,8 @@ def decide(evidence_id: str) -> Response:
 @bp.get("/worker")
 @authorized()
 def worker_status() -> Response:
-    status = Worker(_db()).status()
+    status = worker_status_of(_db())
+    errors = list(_db()["mapping_errors"].find().sort("at", -1).limit(20))
     return jsonify({"position": status.position, "watermark": status.watermark,
                     "lag": status.lag, "holder": status.holder,
-                    "lease_until": _json(status.lease_until)})
+                    "lease_until": _json(status.lease_until), "errors": _json(errors)})

@@ -12,8 +12,9 @@ once, twice, after a crash or by `recompute` — which is what idempotency needs
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import ciso8601
@@ -30,6 +31,7 @@ from mappings.models import utcnow
 from mappings.rules import match_statement
 
 MAPPER = "mapper"
+log = logging.getLogger(__name__)
 
 
 def _find_by_ids(collection, ids: list[str], chunk: int = 200) -> Iterable[dict]:
@@ -43,11 +45,20 @@ def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str
 
 
 def _timestamp(stmt: dict) -> dt.datetime:
-    value = ciso8601.parse_datetime(stmt.get("timestamp") or stmt["stored"])
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).replace(
-        microsecond=value.microsecond // 1000 * 1000)
+    """The statement's timestamp in UTC; `stored` when the timestamp cannot be expressed in
+    UTC (the LRS accepts e.g. 0001-01-01T00:00:00+05:00, which precedes year 1 in UTC)."""
+    for value in (stmt.get("timestamp"), stmt.get("stored")):
+        if not value:
+            continue
+        try:
+            parsed = ciso8601.parse_datetime(value)
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=dt.UTC)
+            parsed = parsed.astimezone(dt.UTC)
+        except (ValueError, OverflowError):
+            continue
+        return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+    return utcnow()
 
 
 def _agents_of(actor: dict) -> list[dict]:
@@ -77,7 +88,11 @@ class BatchResult:
 class Engine:
     """Applies stored statements to the competency records."""
 
-    def __init__(self, db: Database, catalog: Catalog):
+    def __init__(self, db: Database, catalog: Catalog,
+                 guard: Callable[[], None] | None = None):
+        """``guard`` runs right before mastery and credits are written; the worker passes
+        a lease check, so a worker that stalled past its lease writes nothing."""
+        self.guard = guard
         self.db = db
         self.catalog = catalog
         self.evidence = db["evidence"]
@@ -106,11 +121,15 @@ class Engine:
             if doc.get("v"):
                 voided_targets.append(doc["sid"])  # voided before we saw it: retract, if any
                 continue
-            stmt = loads_json(doc["j"])
-            if stmt["verb"]["id"] == VOIDED_VERB:
+            try:
+                stmt = loads_json(doc["j"])
+                if stmt["verb"]["id"] == VOIDED_VERB:
+                    continue
+                provider = ((stmt.get("authority") or {}).get("account") or {}).get("name")
+                drafts = self.drafts_for(stmt, provider)
+            except Exception as exc:
+                self._record_error(doc["sid"], "statement", exc)
                 continue
-            provider = ((stmt.get("authority") or {}).get("account") or {}).get("name")
-            drafts = self.drafts_for(stmt, provider)
             if drafts:
                 matched.append((doc, stmt, provider, drafts))
         self.identities.prefetch(
@@ -141,6 +160,14 @@ class Engine:
         if result.pairs:
             result.credits_changed = self.recompute(result.pairs)
         return result
+
+    def _record_error(self, subject: str, kind: str, exc: Exception) -> None:
+        """Keep what could not be mapped, for admins (`/api/worker`), and move on."""
+        log.warning("mapping skipped %s %s: %s", kind, subject, exc)
+        self.db["mapping_errors"].update_one(
+            {"_id": f"{kind}|{subject}"},
+            {"$set": {"kind": kind, "subject": subject, "error": f"{type(exc).__name__}: {exc}",
+                      "at": utcnow()}}, upsert=True)
 
     def _write_evidence(self, docs: list[dict]) -> None:
         """Insert new evidence; evidence seen before (re-processing after a crash, or a
@@ -212,7 +239,12 @@ class Engine:
             items = sorted(scores.get(key, ()), key=lambda item: (item[0], item[1]))
             scale = catalog.scale_of(competency)
             method = catalog.method_of(competency)
-            points = calculation.calculate(method, [i[2] for i in items], scale.mastery_points)
+            try:
+                points = calculation.calculate(method, [i[2] for i in items],
+                                               scale.mastery_points)
+            except ValueError as exc:
+                self._record_error(f"{learner}|{competency}", "mastery", exc)
+                continue
             changed[key] = self._mastery_doc(learner, competency, points, scale, method,
                                              [i[3] for i in items], from_children=False)
             current[key] = changed[key]
@@ -236,9 +268,13 @@ class Engine:
                 top_points=catalog.scale_of(child).top_points)
                 for child in catalog.children.get(parent, ())}
             scale = catalog.scale_of(parent)
-            points, mastered = calculation.rollup(
-                rule.method, states, required=list(rule.required or ()),
-                points_needed=rule.points, scale=scale)
+            try:
+                points, mastered = calculation.rollup(
+                    rule.method, states, required=list(rule.required or ()),
+                    points_needed=rule.points, scale=scale)
+            except ValueError as exc:
+                self._record_error(f"{learner}|{parent}", "rollup", exc)
+                continue
             behind = sorted({e for child in states for e in known.get(child, (0, 0, ()))[2]})
             doc = self._mastery_doc(learner, parent, points, scale, f"rollup:{rule.method}",
                                     behind, from_children=True, mastered=mastered)
@@ -250,6 +286,8 @@ class Engine:
 
         writes = [pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
                   for d in changed.values()]
+        if self.guard is not None:
+            self.guard()
         if writes:
             self.mastery.bulk_write(writes, ordered=False)
         return self._update_credits(changed, current)
@@ -290,9 +328,13 @@ class Engine:
                         mastered.add(c)
                     else:
                         mastered.discard(c)
-            progress = calculation.evaluate_credit(list(rule.competencies), mastered,
-                                                   required=list(rule.required or ()),
-                                                   min_percent=rule.min_percent)
+            try:
+                progress = calculation.evaluate_credit(list(rule.competencies), mastered,
+                                                       required=list(rule.required or ()),
+                                                       min_percent=rule.min_percent)
+            except ValueError as exc:
+                self._record_error(f"{learner}|{rule_id}", "credit", exc)
+                continue
             evidence_by = self._credit_evidence(old, changed, learner, progress.mastered)
             behind = sorted({e for _, ids in evidence_by for e in ids})
             doc = {"_id": key, "learner": learner, "rule": rule_id,

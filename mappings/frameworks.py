@@ -612,6 +612,12 @@ def _apply_item_extension(comp: ImportedCompetency, ext: dict[str, Any],
                 raise FrameworkError(f"{where}: rollup requires {child!r}, which is not a "
                                      "child of this item")
         points = data.get("points")
+        if points is not None and (isinstance(points, bool)
+                                   or not isinstance(points, int | float)
+                                   or not math.isfinite(points) or points <= 0):
+            raise FrameworkError(f"{where}: rollup points must be a positive number")
+        if data["method"] == "points" and points is None:
+            raise FrameworkError(f"{where}: a 'points' rollup needs its points total")
         comp.rollup = Rollup(method=data["method"], required=list(required),
                              points=float(points) if points is not None else None)
 
@@ -629,6 +635,10 @@ def _credit_rule_from_extension(rule: object, index: int,
                 raise FrameworkError(f"{where}: {key} names an unknown item {ident!r}")
     if not rule.get("competencies"):
         raise FrameworkError(f"{where}: no competencies")
+    percent = rule.get("minPercent", 70.0)
+    if isinstance(percent, bool) or not isinstance(percent, int | float) \
+            or not math.isfinite(percent) or not 0 <= percent <= 100:
+        raise FrameworkError(f"{where}: minPercent must be a number from 0 to 100")
     return ImportedCreditRule(identifier=str(rule["identifier"]), name=str(rule["name"]),
                               competencies=list(rule["competencies"]),
                               required=list(rule.get("required") or []),

@@ -120,7 +120,8 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
     """After a merge: re-key the old learner's evidence to the new one (teacher decisions
     kept), drop the old learner's derived records and recompute the new learner's."""
     from mappings import catalog as catalog_module
-    from mappings.engine import Engine, evidence_id
+    from mappings.engine import evidence_id
+    from mappings.worker import apply_dirty_now, mark_dirty
 
     moved = []
     for doc in db["evidence"].find({"learner": from_learner}):
@@ -131,7 +132,8 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
         moved.append(doc["competency"])
     db["mastery"].delete_many({"learner": from_learner})
     db["credits"].delete_many({"learner": from_learner})
-    pairs = {(to_learner, c) for c in moved}
-    if pairs:
-        Engine(db, catalog_module.load()).recompute(pairs)
+    # Running workers drop their identity caches (the merged learner no longer exists).
+    catalog_module.bump()
+    mark_dirty(db, {(to_learner, c) for c in moved})
+    apply_dirty_now(db)
     return len(moved)

@@ -134,6 +134,7 @@ class Action(me.EmbeddedDocument):
     at = me.DateTimeField(required=True)
     comment = me.StringField()
     points = me.FloatField()  # override rating
+    credential = me.StringField()  # the API credential that made the call, if any
 
 
 class Evidence(me.Document):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from mappings import catalog as catalog_module
-from mappings.engine import Engine
 from mappings.models import utcnow
+from mappings.worker import apply_dirty_now, mark_dirty
 
 ACTIONS = ("approve", "reject", "override")
 
@@ -22,7 +22,8 @@ class ReviewError(ValueError):
 
 def decide(db: Database, evidence_id: str, action: str, *, by: str,
            comment: str | None = None, points: float | None = None,
-           catalog: catalog_module.Catalog | None = None) -> dict:
+           catalog: catalog_module.Catalog | None = None,
+           credential: str | None = None) -> dict:
     """Apply a teacher's decision; returns the updated evidence document."""
     if action not in ACTIONS:
         raise ReviewError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
@@ -31,7 +32,13 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
     evidence = db["evidence"].find_one({"_id": evidence_id})
     if evidence is None:
         raise ReviewError(f"no evidence {evidence_id!r}")
+    if evidence.get("voided"):
+        raise ReviewError(f"evidence {evidence_id!r} comes from a voided statement; it no "
+                          "longer counts and cannot be reviewed")
     catalog = catalog or catalog_module.load()
+    if evidence["competency"] not in catalog.competencies:
+        raise ReviewError(f"competency {evidence['competency']!r} is no longer in any "
+                          "framework")
     if action == "override":
         if points is None:
             raise ReviewError("an override needs the rating (points on the competency's scale)")
@@ -42,15 +49,19 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
     elif points is not None:
         raise ReviewError("only an override takes a rating")
     now = utcnow()
-    record = {"action": action, "by": by, "at": now, "comment": comment, "points": points}
+    # `by` is who the reviewer says they are; `credential` is what authenticated the call.
+    record = {"action": action, "by": by, "at": now, "comment": comment, "points": points,
+              "credential": credential}
     status = {"approve": "accepted", "reject": "rejected", "override": "accepted"}[action]
     db["evidence"].update_one({"_id": evidence_id},
                               {"$push": {"actions": record}, "$set": {"status": status}})
     db["audit"].insert_one({"at": now, "actor": by, "action": f"evidence_{action}",
                             "subject": evidence_id,
                             "detail": {"comment": comment, "points": points,
+                                       "credential": credential,
                                        "previous_status": evidence["status"]}})
-    Engine(db, catalog).recompute({(evidence["learner"], evidence["competency"])})
+    mark_dirty(db, {(evidence["learner"], evidence["competency"])})
+    apply_dirty_now(db)
     return db["evidence"].find_one({"_id": evidence_id})
 
 

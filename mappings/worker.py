@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pymongo import ReturnDocument
+from pymongo import DeleteOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
 
 from lrs.store import StatementStore
@@ -44,6 +44,35 @@ class Status:
     lag: int
     holder: str | None
     lease_until: dt.datetime | None
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took over; this one must not write derived records."""
+
+
+def mark_dirty(db: Database, pairs: set[tuple[str, str]]) -> None:
+    """Queue (learner, competency) pairs for the lease holder to recompute: decisions and
+    merges go through here so that only one writer ever updates mastery and credits."""
+    if not pairs:
+        return
+    now = utcnow()
+    db["mapping_dirty"].bulk_write([
+        UpdateOne({"_id": f"{learner}|{competency}"},
+                  {"$set": {"learner": learner, "competency": competency, "at": now}},
+                  upsert=True) for learner, competency in sorted(pairs)], ordered=False)
+
+
+def apply_dirty_now(db: Database) -> bool:
+    """Recompute queued pairs in this process when no worker holds the lease (a teacher
+    sees the effect at once); otherwise the running worker does it on its next poll."""
+    worker = Worker(db, name=f"inline:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    if worker._acquire() is None:
+        return False
+    try:
+        worker.drain_dirty()
+    finally:
+        worker.release()
+    return True
 
 
 class Worker:
@@ -79,13 +108,28 @@ class Worker:
                               {"$set": {"holder": None, "lease_until": None}})
 
     # -- work --------------------------------------------------------------------------
+    def check_lease(self) -> None:
+        """Renew the lease, or raise LeaseLost if another worker holds it now."""
+        if self._acquire() is None:
+            raise LeaseLost(f"{self.name} lost the mapping lease")
+
     def engine(self) -> Engine:
         version = catalog_module.current_version()
         if self._catalog is None or self._catalog.version != version:
             self._catalog = catalog_module.load()
-            self._engine = Engine(self.db, self._catalog)
+            self._engine = Engine(self.db, self._catalog, guard=self.check_lease)
         assert self._engine is not None
         return self._engine
+
+    def drain_dirty(self, limit: int = 1000) -> int:
+        """Recompute queued pairs (lease held); a pair queued again meanwhile stays queued."""
+        docs = list(self.db["mapping_dirty"].find().limit(limit))
+        if not docs:
+            return 0
+        self.engine().recompute({(d["learner"], d["competency"]) for d in docs})
+        self.db["mapping_dirty"].bulk_write(
+            [DeleteOne({"_id": d["_id"], "at": d["at"]}) for d in docs], ordered=False)
+        return len(docs)
 
     def run_once(self) -> BatchResult | None:
         """Process the next batch; None when not the lease holder, an empty result when
@@ -94,6 +138,7 @@ class Worker:
         state = self._acquire()
         if state is None:
             return None
+        self.drain_dirty()
         position = state.get("position", 0)
         watermark = self.store.watermark().seq
         upper = min(watermark, position + self.batch)
@@ -127,11 +172,16 @@ class Worker:
             log.warning("could not release the mapping lease", exc_info=True)
 
     def status(self) -> Status:
-        state = self.state.find_one({"_id": WORKER_ID}) or {}
-        watermark = self.store.watermark().seq
-        position = state.get("position", 0)
-        return Status(position=position, watermark=watermark, lag=max(0, watermark - position),
-                      holder=state.get("holder"), lease_until=state.get("lease_until"))
+        return worker_status_of(self.db)
+
+
+def worker_status_of(db: Database) -> Status:
+    """Position, watermark and lag (for /api/worker and operators)."""
+    state = db["worker_state"].find_one({"_id": WORKER_ID}) or {}
+    watermark = StatementStore(db).watermark().seq
+    position = state.get("position", 0)
+    return Status(position=position, watermark=watermark, lag=max(0, watermark - position),
+                  holder=state.get("holder"), lease_until=state.get("lease_until"))
 
 
 def start_thread(db_factory: Callable[[], Database]) -> tuple[threading.Thread, threading.Event]:
@@ -153,8 +203,23 @@ def recompute(db: Database, *, learner: str | None = None, framework: str | None
     their history (an award or revocation is an event, not a derived value).
     Returns the number of statements read."""
     store = StatementStore(db)
-    ensure_indexes()
-    engine = Engine(db, catalog_module.load())
+    holder = Worker(db, name=f"recompute:{os.getpid()}:{uuid.uuid4().hex[:6]}")
+    deadline = time.monotonic() + LEASE_SECONDS * 3
+    while holder._acquire() is None:  # the running worker stands by while we rebuild
+        if time.monotonic() > deadline:
+            raise LeaseLost("a mapping worker holds the lease and does not let go; "
+                            "try again, or stop the workers first")
+        time.sleep(0.2)
+    try:
+        return _recompute(db, store, holder, learner=learner, framework=framework,
+                          progress=progress)
+    finally:
+        holder.release()
+
+
+def _recompute(db: Database, store: StatementStore, holder: Worker, *, learner: str | None,
+               framework: str | None, progress: Callable[[int, int], None] | None) -> int:
+    engine = Engine(db, catalog_module.load(), guard=holder.check_lease)
     watermark = store.watermark().seq
     query: dict = {}
     if learner:

@@ -72,12 +72,15 @@ def drain(db) -> None:
         assert time.monotonic() < deadline, "the LRS watermark did not advance"
         time.sleep(0.01)
     worker = Worker(db, name="test")
-    for _ in range(200):
-        worker.run_once()
-        state = db["worker_state"].find_one({"_id": WORKER_ID})
-        if state["position"] >= store.watermark().seq:
-            return
-    raise AssertionError("worker did not catch up")
+    try:
+        for _ in range(200):
+            worker.run_once()
+            state = db["worker_state"].find_one({"_id": WORKER_ID})
+            if state["position"] >= store.watermark().seq:
+                return
+        raise AssertionError("worker did not catch up")
+    finally:
+        worker.release()
 
 
 def learner_of(db, email: str) -> str:
@@ -358,3 +361,108 @@ def test_worker_killed_mid_stream_ends_equal_to_recompute(
     assert len(incremental["evidence"]) == 1200
     recompute(db)
     assert snapshot(db) == incremental
+
+
+def test_a_statement_that_cannot_be_mapped_does_not_stop_the_stream(
+        client, xapi_headers, db, catalog):
+    email = "gus@school.example.edu"
+    early = quiz(email, "ALG.1.1", 0.9, when="0001-01-01T00:00:00+05:00")  # before year 1 UTC
+    post(client, xapi_headers, [early, quiz(email, "ALG.1.2", 0.9)])
+    drain(db)
+    learner = learner_of(db, email)
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-1-2"})["mastered"]
+    # The odd timestamp falls back to `stored`; the evidence still counts.
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-1-1"})["mastered"]
+
+
+def test_a_worker_that_lost_its_lease_writes_no_mastery(client, xapi_headers, db, catalog):
+    from mappings.worker import LeaseLost
+
+    post(client, xapi_headers, [quiz("hal@school.example.edu", "ALG.1.1", 0.9)])
+    stalled = Worker(db, name="stalled")
+    stalled._ensure_state()
+    assert stalled._acquire() is not None
+    # It stalls past its lease and another worker takes over.
+    db["worker_state"].update_one({"_id": WORKER_ID},
+                                  {"$set": {"holder": "other", "lease_until": utcnow_plus(60)}})
+    docs = list(db["lrs_statements"].find())
+    with pytest.raises(LeaseLost):
+        stalled.engine().process(docs)
+    assert db["mastery"].count_documents({}) == 0
+
+
+def utcnow_plus(seconds: float):
+    import datetime as dt
+
+    from mappings.models import utcnow
+
+    return utcnow() + dt.timedelta(seconds=seconds)
+
+
+def test_decisions_go_through_the_lease_holder(client, xapi_headers, db, catalog):
+    from mappings.review import decide
+
+    internship = {
+        "actor": {"mbox": "mailto:ivy@school.example.edu"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+        "object": {"id": "https://internships.example.org/tasks/survey",
+                   "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
+                                          "internship-task"}},
+    }
+    post(client, xapi_headers, [internship])
+    drain(db)
+    learner = learner_of(db, "ivy@school.example.edu")
+    evidence_id = db["evidence"].find_one({"learner": learner, "competency": "alg1-3-1"})["_id"]
+    running = Worker(db, name="running")  # a live worker holds the lease
+    running.run_once()
+    decide(db, evidence_id, "approve", by="Mr Okafor")
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})["points"] is None
+    running.run_once()  # its next poll applies the decision
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-3-1"})["mastered"] is True
+    running.release()
+
+
+def test_a_running_worker_follows_a_merge(client, xapi_headers, db, catalog):
+    from mappings.identity import link, move_evidence
+
+    account = {"account": {"homePage": "https://courses.example.com", "name": "jo-7"}}
+    first = quiz("x@school.example.edu", "ALG.1.1", 0.9)
+    first["actor"] = account
+    post(client, xapi_headers, [first, quiz("jo@school.example.edu", "ALG.1.2", 0.9)])
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    while store.watermark().seq < store.last_seq():
+        time.sleep(0.01)
+    worker = Worker(db, name="long-lived")
+    worker.run_once()  # caches the account's (soon merged) learner
+    jo = learner_of(db, "jo@school.example.edu")
+    worker.release()
+    _, merged = link(jo, "acct|https://courses.example.com|jo-7")
+    move_evidence(db, merged, jo)
+    later = quiz("x@school.example.edu", "ALG.1.3", 0.9)
+    later["actor"] = account
+    post(client, xapi_headers, [later])
+    while store.watermark().seq < store.last_seq():
+        time.sleep(0.01)
+    worker.run_once()
+    assert db["mastery"].find_one({"_id": f"{jo}|alg1-1-3"})["mastered"]
+    assert db["mastery"].count_documents({"learner": merged}) == 0
+    assert db["learners"].find_one({"_id": merged}) is None
+
+
+def test_api_guards_review_and_listing(client, xapi_headers, db, catalog):
+    auth = {"Authorization": xapi_headers["Authorization"]}
+    assert client.get("/api/evidence?status=accepted", headers=auth).status_code == 400
+    (target,) = post(client, xapi_headers, [quiz("kim@school.example.edu", "ALG.1.1", 0.9)])
+    drain(db)
+    evidence_id = db["evidence"].find_one({"statement": target})["_id"]
+    post(client, xapi_headers, [{"actor": {"mbox": "mailto:t@school.example.edu"},
+                                 "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+                                 "object": {"objectType": "StatementRef", "id": target}}])
+    drain(db)
+    voided = client.post(f"/api/evidence/{evidence_id}/review",
+                         json={"action": "approve", "by": "Ms Lee"}, headers=auth)
+    assert voided.status_code == 400 and "voided" in voided.get_json()["error"]["message"]
+    status = client.get("/api/worker", headers=auth).get_json()
+    assert status["lag"] == 0 and status["errors"] == []
