@@ -263,21 +263,18 @@ def init_app(app: Flask, store_factory: Callable[[], object], *, base_url: str) 
     app.extensions["lrs.base_url"] = base_url
     app.register_blueprint(create_blueprint())
 
-    @app.errorhandler(405)
-    def _not_allowed(exc: HTTPException) -> Response:
-        if request.path.startswith("/xapi"):
-            response = _error_response(405, f"{request.method} is not allowed on {request.path}")
-            response.headers["X-Experience-API-Version"] = "1.0.3"
-            return response
-        return exc  # type: ignore[return-value]
+    def _xapi_routing_error(exc: HTTPException) -> Response:
+        """404/405 under /xapi answer like every other xAPI error; elsewhere, unchanged."""
+        if not request.path.startswith("/xapi"):
+            return exc  # type: ignore[return-value]
+        message = (f"{request.method} is not allowed on {request.path}" if exc.code == 405
+                   else f"no xAPI resource at {request.path}")
+        response = _error_response(exc.code or 404, message)
+        response.headers["X-Experience-API-Version"] = "1.0.3"
+        return response
 
-    @app.errorhandler(404)
-    def _not_found(exc: HTTPException) -> Response:
-        if request.path.startswith("/xapi"):
-            response = _error_response(404, f"no xAPI resource at {request.path}")
-            response.headers["X-Experience-API-Version"] = "1.0.3"
-            return response
-        return exc  # type: ignore[return-value]
+    app.register_error_handler(404, _xapi_routing_error)
+    app.register_error_handler(405, _xapi_routing_error)
 
 
 def store():

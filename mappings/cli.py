@@ -361,6 +361,7 @@ def worker(ctx: click.Context, poll: float) -> None:
 @click.pass_context
 def recompute(ctx: click.Context, learner: str | None, framework: str | None) -> None:
     """Rebuild evidence and mastery from the stored statements (same results as the worker)."""
+    from mappings.worker import LeaseLost
     from mappings.worker import recompute as run
 
     with _db(ctx) as db, Progress("[progress.description]{task.description}", BarColumn(),
@@ -371,7 +372,10 @@ def recompute(ctx: click.Context, learner: str | None, framework: str | None) ->
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        count = run(db, learner=learner, framework=framework, progress=progress)
+        try:
+            count = run(db, learner=learner, framework=framework, progress=progress)
+        except LeaseLost as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(f"Recomputed from {count} statement(s).")
 
 

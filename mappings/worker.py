@@ -89,6 +89,7 @@ class Worker:
     # -- lease -------------------------------------------------------------------------
     def _acquire(self) -> dict | None:
         """Take or renew the lease; None when another live worker holds it."""
+        self._ensure_state()
         now = utcnow()
         return self.state.find_one_and_update(
             {"_id": WORKER_ID, "$or": [{"holder": self.name}, {"holder": None},
@@ -134,7 +135,6 @@ class Worker:
     def run_once(self) -> BatchResult | None:
         """Process the next batch; None when not the lease holder, an empty result when
         there is nothing new."""
-        self._ensure_state()
         state = self._acquire()
         if state is None:
             return None
