@@ -6,6 +6,8 @@ both go through the same client so there is one pool and one set of timeouts.
 
 from __future__ import annotations
 
+import os
+
 import mongoengine
 from pymongo.database import Database
 from pymongo.uri_parser import parse_uri
@@ -18,16 +20,18 @@ def database_name(uri: str, default: str) -> str:
     return parse_uri(uri, warn=True).get("database") or default
 
 
-_current: tuple[str, str, int] | None = None
+_current: tuple[str, str, int, int] | None = None
 
 
 def connect(uri: str, db_name: str, timeout_ms: int = 5000) -> Database:
     """Bind mongoengine's default alias to this database and return its pymongo handle.
 
-    Connecting again to the same place reuses the client (a worker thread and the app in
-    one process share it); another place replaces it (tests use a database each)."""
+    Connecting again to the same place in the same process reuses the client (a worker
+    thread and the app share it); another place, or a forked child (gunicorn workers: a
+    MongoClient must not cross a fork), gets a new one."""
     global _current
-    if _current == (uri, db_name, timeout_ms):
+    wanted = (uri, db_name, timeout_ms, os.getpid())
+    if _current == wanted:
         return mongoengine.get_db(ALIAS)
     mongoengine.disconnect(alias=ALIAS)
     mongoengine.connect(
@@ -39,5 +43,5 @@ def connect(uri: str, db_name: str, timeout_ms: int = 5000) -> Database:
         uuidRepresentation="standard",
         tz_aware=True,
     )
-    _current = (uri, db_name, timeout_ms)
+    _current = wanted
     return mongoengine.get_db(ALIAS)
