@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from werkzeug.http import http_date
 from lrs import keys as K
 from lrs.errors import XAPIError, XAPIValidationError
 from lrs.store import utcnow
-from lrs.validation import parse_timestamp, validate_activity_id, validate_agent
+from lrs.validation import is_uuid, parse_timestamp, validate_activity_id, validate_agent
 from lrs.web import XRequest, resource, store
 
 COLLECTION = "lrs_documents"
@@ -76,8 +75,6 @@ _WRITE_ATTEMPTS = 16
 _NAME_SCAN_LIMIT = 20
 _NAME_SCAN_WINDOW = 20_000
 
-_UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _JSON = "application/json"
 
@@ -229,7 +226,7 @@ def _registration_param(args: dict[str, str]) -> str | None:
     value = args.get("registration")
     if value is None:
         return None
-    if not _UUID_RE.fullmatch(value):
+    if not is_uuid(value):
         raise XAPIValidationError(
             f"parameter 'registration' must be a UUID such as "
             f"'01234567-89ab-cdef-0123-456789abcdef', got {value[:80]!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import orjson
 from flask import Blueprint, Response, current_app
@@ -16,6 +15,7 @@ from lrs.jsonio import dumps_json
 from lrs.store import MAX_PAGE, TIME_SLACK_SEQ, StatementStore, Stored, iso
 from lrs.validation import (
     is_iri,
+    is_uuid,
     parse_timestamp,
     validate_agent,
     validate_statement,
@@ -23,8 +23,6 @@ from lrs.validation import (
 )
 from lrs.web import XRequest, authority_of, json_response, resource, store
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
-                   r"[0-9a-fA-F]{12}$")
 QUERY_PARAMS = frozenset({
     "agent", "verb", "activity", "registration", "related_activities", "related_agents",
     "since", "until", "limit", "format", "attachments", "ascending",
@@ -42,7 +40,7 @@ def _bool(args: dict[str, str], name: str) -> bool:
 
 
 def _uuid(value: str, name: str) -> str:
-    if not _UUID.match(value):
+    if not is_uuid(value):
         raise XAPIValidationError(f"parameter {name!r} must be a UUID, got {value!r}")
     return value.lower()
 

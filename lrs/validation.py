@@ -246,8 +246,13 @@ def _is_number(value: object) -> bool:
     return kind is int or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
 
 
+def is_uuid(value: object) -> bool:
+    """A UUID in the standard hyphenated form (Part Two §4.4); parameters use it too."""
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+
+
 def _uuid(value: object, path: str) -> None:
-    if not (isinstance(value, str) and _UUID_RE.fullmatch(value)):
+    if not is_uuid(value):
         _fail(path, "must be a UUID in standard hyphenated form", value)
 
 
