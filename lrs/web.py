@@ -162,10 +162,11 @@ def json_response(payload: object | bytes, status: int = 200,
     return response
 
 
-def _error_response(status: int, message: str) -> Response:
+def error_response(status: int, message: str, *, realm: str = REALM) -> Response:
+    """The JSON error every Mastery Hub endpoint answers: {"error": {status, message}}."""
     response = json_response({"error": {"status": status, "message": message}}, status)
     if status == 401:
-        response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
+        response.headers["WWW-Authenticate"] = f'Basic realm="{realm}", charset="UTF-8"'
     return response
 
 
@@ -183,7 +184,7 @@ def resource(bp: Blueprint, rule: str, handlers: dict[str, Handler], *,
         method = "GET" if req.method == "HEAD" and "GET" in handlers else req.method
         handler = handlers.get(method)
         if handler is None:
-            response = _error_response(405, f"{req.method} is not allowed on {rule}; "
+            response = error_response(405, f"{req.method} is not allowed on {rule}; "
                                             f"use {', '.join(allowed)}")
             response.headers["Allow"] = ", ".join(allowed)
             return response
@@ -235,20 +236,20 @@ def create_blueprint() -> Blueprint:
 
     @bp.errorhandler(XAPIError)
     def _xapi_error(exc: XAPIError) -> Response:
-        return _error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message)
 
     @bp.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        return _error_response(exc.code or 500, exc.description or exc.name)
+        return error_response(exc.code or 500, exc.description or exc.name)
 
     @bp.errorhandler(DocumentTooLarge)
     def _too_large(exc: DocumentTooLarge) -> Response:
-        return _error_response(413, "document too large to store")
+        return error_response(413, "document too large to store")
 
     @bp.errorhandler(PyMongoError)
     def _database_error(exc: PyMongoError) -> Response:
         log.exception("database error")
-        return _error_response(503, "the database is unavailable; retry later")
+        return error_response(503, "the database is unavailable; retry later")
 
     statements.register(bp)
     documents.register(bp)
@@ -269,7 +270,7 @@ def init_app(app: Flask, store_factory: Callable[[], object], *, base_url: str) 
             return exc  # type: ignore[return-value]
         message = (f"{request.method} is not allowed on {request.path}" if exc.code == 405
                    else f"no xAPI resource at {request.path}")
-        response = _error_response(exc.code or 404, message)
+        response = error_response(exc.code or 404, message)
         response.headers["X-Experience-API-Version"] = "1.0.3"
         return response
 

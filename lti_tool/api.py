@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from lrs.auth import authenticate
 from lrs.errors import XAPIError
+from lrs.web import error_response
 from mappings import review
 from mappings.models import Competency, CreditRule, Framework, Learner
 from mappings.worker import worker_status_of
@@ -27,11 +28,7 @@ def _db():
 
 
 def _error(status: int, message: str) -> Response:
-    response = jsonify({"error": {"status": status, "message": message}})
-    response.status_code = status
-    if status == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="Mastery Hub API"'
-    return response
+    return error_response(status, message, realm="Mastery Hub API")
 
 
 def authorized(write: bool = False):

@@ -5,7 +5,7 @@ Properties checked on every example:
 1. Malformed input — statements broken in one place, bodies that are not JSON, bad or
    duplicate or unknown parameters, bad headers, misuse of the alternate request syntax —
    is answered with the 4xx status the specification asks for (never 5xx, never 2xx), and a
-   JSON body ``{"error": {"status": ..., "message": ...}}`` (lrs/web.py ``_error_response``)
+   JSON body ``{"error": {"status": ..., "message": ...}}`` (lrs/web.py ``error_response``)
    that says why (Part Three §3.2.s3.b1/b2).
 2. A rejected request changes nothing: before the examples, statements (one voided) and
    documents of each kind are stored; after each example every collection of the
