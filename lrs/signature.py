@@ -158,15 +158,7 @@ def _comparable(statement: Mapping[str, Any], other: Mapping[str, Any]) -> objec
         out["id"] = out["id"].lower()  # a UUID's hex digits are case-insensitive
     if "timestamp" in out:
         out["timestamp"] = _instant(out["timestamp"])
-    attachments = out.pop("attachments", None)
-    if isinstance(attachments, list):
-        kept = [
-            a for a in attachments if not (isinstance(a, Mapping) and is_signature_attachment(a))
-        ]
-        if kept:
-            out["attachments"] = kept
-    elif attachments is not None:
-        out["attachments"] = attachments
+    _drop_signature_attachments(out)
     return _normalise(out)
 
 
@@ -347,12 +339,8 @@ def verify_statement_signatures(
                 raise XAPIError(f"{path}: {exc.message}", 400) from None
 
 
-# --------------------------------------------------------------------------- signing
-
-
-def _unsigned(statement: Mapping[str, Any]) -> dict[str, Any]:
-    """The statement as it was before any signature was added (§2.6.s4.b3)."""
-    out = copy.deepcopy(dict(statement))
+def _drop_signature_attachments(out: dict[str, Any]) -> None:
+    """Remove signature attachments (and an emptied list); keep anything else as it is."""
     attachments = out.pop("attachments", None)
     if isinstance(attachments, list):
         kept = [
@@ -360,6 +348,17 @@ def _unsigned(statement: Mapping[str, Any]) -> dict[str, Any]:
         ]
         if kept:
             out["attachments"] = kept
+    elif attachments is not None:
+        out["attachments"] = attachments
+
+
+# --------------------------------------------------------------------------- signing
+
+
+def _unsigned(statement: Mapping[str, Any]) -> dict[str, Any]:
+    """The statement as it was before any signature was added (§2.6.s4.b3)."""
+    out = copy.deepcopy(dict(statement))
+    _drop_signature_attachments(out)
     return out
 
 
