@@ -55,6 +55,17 @@ def quiz(email: str, code: str, scaled: float, *, n: int = 0, when: str | None =
     return stmt
 
 
+def internship_task(email: str, task: str) -> dict:
+    """An internship platform's attestation: the sample rules send it to review."""
+    return {
+        "actor": {"mbox": f"mailto:{email}"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
+        "object": {"id": f"https://internships.example.org/tasks/{task}",
+                   "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
+                                          "internship-task"}},
+    }
+
+
 def post(client, headers, statements) -> list[str]:
     response = client.post("/xapi/statements", data=json.dumps(statements),
                            headers=dict(headers, **{"Content-Type": "application/json"}))
@@ -158,14 +169,7 @@ def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog,
     from mappings.review import decide
 
     email = "cam@school.example.edu"
-    internship = {
-        "actor": {"mbox": f"mailto:{email}"},
-        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
-        "object": {"id": "https://internships.example.org/tasks/budget-model",
-                   "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
-                                          "internship-task"}},
-    }
-    post(client, xapi_headers, [internship])
+    post(client, xapi_headers, [internship_task(email, "budget-model")])
     drain(db)
     learner = learner_of(db, email)
     pending = list(db["evidence"].find({"learner": learner, "status": "pending"}))
@@ -402,14 +406,7 @@ def utcnow_plus(seconds: float):
 def test_decisions_go_through_the_lease_holder(client, xapi_headers, db, catalog):
     from mappings.review import decide
 
-    internship = {
-        "actor": {"mbox": "mailto:ivy@school.example.edu"},
-        "verb": {"id": "http://adlnet.gov/expapi/verbs/completed"},
-        "object": {"id": "https://internships.example.org/tasks/survey",
-                   "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
-                                          "internship-task"}},
-    }
-    post(client, xapi_headers, [internship])
+    post(client, xapi_headers, [internship_task("ivy@school.example.edu", "survey")])
     drain(db)
     learner = learner_of(db, "ivy@school.example.edu")
     evidence_id = db["evidence"].find_one({"learner": learner, "competency": "alg1-3-1"})["_id"]
