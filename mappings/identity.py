@@ -50,21 +50,19 @@ class IdentityCache:
         if not wanted:
             return
         collection = Learner._get_collection()
-        ids = list(wanted)
-        for i in range(0, len(ids), 200):
-            for doc in collection.find({"agents": {"$in": ids[i:i + 200]}}, {"agents": 1}):
-                for agent_ifi in doc["agents"]:
-                    self._by_ifi[agent_ifi] = doc["_id"]
+        self._load(collection, list(wanted))
         new = [i for i in wanted if i not in self._by_ifi]
         if not new:
             return
         docs = [{"_id": learner_id_for(i), "name": wanted[i], "agents": [i]} for i in new]
         with contextlib.suppress(pymongo.errors.BulkWriteError):
             collection.insert_many(docs, ordered=False)  # some may exist: re-read below
-        for i in new:
-            self._by_ifi.pop(i, None)  # re-read below: another worker may have won the race
-        for i in range(0, len(new), 200):
-            for doc in collection.find({"agents": {"$in": new[i:i + 200]}}, {"agents": 1}):
+        self._load(collection, new)  # another worker may have won the race: read back
+
+    def _load(self, collection, ifis: list[str]) -> None:
+        """Cache the learners owning these identifiers (chunked: long $in lists are slow)."""
+        for i in range(0, len(ifis), 200):
+            for doc in collection.find({"agents": {"$in": ifis[i:i + 200]}}, {"agents": 1}):
                 for agent_ifi in doc["agents"]:
                     self._by_ifi[agent_ifi] = doc["_id"]
 
