@@ -171,9 +171,6 @@ class Worker:
         except Exception:
             log.warning("could not release the mapping lease", exc_info=True)
 
-    def status(self) -> Status:
-        return worker_status_of(self.db)
-
 
 def worker_status_of(db: Database) -> Status:
     """Position, watermark and lag (for /api/worker and operators)."""
@@ -245,15 +242,3 @@ def _recompute(db: Database, store: StatementStore, holder: Worker, *, learner: 
         query, {"learner": 1, "competency": 1})}
     engine.recompute(pairs)
     return done
-
-
-def wait_until_caught_up(worker_db: Database, timeout: float = 30.0) -> bool:
-    """For tests and the CLI: True once the worker's position reaches the watermark."""
-    store = StatementStore(worker_db)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = worker_db["worker_state"].find_one({"_id": WORKER_ID}) or {}
-        if state.get("position", 0) >= store.watermark().seq:
-            return True
-        time.sleep(0.05)
-    return False
