@@ -303,7 +303,7 @@ class Engine:
                 "framework": self.catalog.competencies[competency].framework,
                 "points": points, "level": level.name if level else None,
                 "mastered": bool(mastered), "method": method, "evidence": evidence,
-                "from_children": from_children}
+                "from_children": from_children, "updated_at": utcnow()}
 
     def _update_credits(self, changed: dict[tuple[str, str], dict],
                         current: dict[tuple[str, str], dict]) -> list[str]:
@@ -367,6 +367,7 @@ class Engine:
                 doc["status"] = "revoked" if old and old.get("status") == "revoked" \
                     else "in_progress"
             if old is None or any(old.get(k) != doc.get(k) for k in doc):
+                doc["updated_at"] = utcnow()
                 writes.append(pymongo.ReplaceOne({"_id": key}, doc, upsert=True))
                 changed_ids.append(key)
         if writes:

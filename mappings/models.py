@@ -182,7 +182,9 @@ class Mastery(me.Document):
     from_children = me.BooleanField(default=False)  # a roll-up
     updated_at = me.DateTimeField(default=utcnow)
 
-    meta = {"collection": "mastery", "indexes": [("learner", "framework"), "competency"]}
+    # updated_at: followers of mastery changes (the LMS grade sync) read by it.
+    meta = {"collection": "mastery",
+            "indexes": [("learner", "framework"), "competency", "updated_at"]}
 
 
 class Credit(me.Document):
@@ -196,8 +198,9 @@ class Credit(me.Document):
     awarded_at = me.DateTimeField()
     revoked_at = me.DateTimeField()
     evidence = me.ListField(me.StringField())
+    updated_at = me.DateTimeField()
 
-    meta = {"collection": "credits", "indexes": ["learner", "rule"]}
+    meta = {"collection": "credits", "indexes": ["learner", "rule", "updated_at"]}
 
 
 class Audit(me.Document):
