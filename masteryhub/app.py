@@ -62,9 +62,11 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
         store = StatementStore(db)
         try:
             store.ensure_indexes()
+            from lti_tool.models import ensure_indexes as ensure_lti_indexes
             from mappings.models import ensure_indexes as ensure_mapping_indexes
 
             ensure_mapping_indexes()
+            ensure_lti_indexes()
         except PyMongoError as exc:
             # Start anyway: /healthz reports the outage, and the next start creates them.
             logging.getLogger(__name__).warning("database unavailable at start: %s", exc)
@@ -73,6 +75,8 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     init_lrs(app, make_store, base_url=settings.base_url)
 
     from lti_tool.api import bp as api_bp
+    from lti_tool.web import bp as lti_bp
 
     app.register_blueprint(api_bp)
+    app.register_blueprint(lti_bp)
     return app

@@ -1,0 +1,185 @@
+"""The LTI endpoints: JWKS, OIDC login, launch, and the session the pages run in.
+
+A thin Flask adapter over ``lti_tool.launch``. Pages reached after a launch carry the
+session token in their path (``/lti/s/<token>/...``): inside an LMS iframe a cookie set by
+this tool is a third-party cookie that browsers increasingly drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from urllib.parse import urlencode
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from lti_tool import keys
+from lti_tool.launch import (
+    CookiesBlocked,
+    LaunchError,
+    begin_login,
+    complete_launch,
+    confirm_storage_check,
+    find_session,
+)
+
+bp = Blueprint("lti", __name__, url_prefix="/lti", template_folder="templates")
+
+STATE_COOKIE = "lti1p3-state-"
+
+
+def base_url() -> str:
+    return current_app.extensions["masteryhub.settings"].base_url
+
+
+def launch_url() -> str:
+    return base_url() + "/lti/launch"
+
+
+def _secure() -> bool:
+    return base_url().startswith("https://")
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    # Session tokens live in paths: never send them to other sites as a Referer.
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def error_page(message: str, status: int, **extra) -> tuple[str, int]:
+    return render_template("lti/error.html", message=message, **extra), status
+
+
+@bp.errorhandler(LaunchError)
+def _launch_error(exc: LaunchError):
+    current_app.logger.info("LTI refused: %s", exc.message)
+    restart = None
+    if isinstance(exc, CookiesBlocked) and exc.restart:
+        restart = url_for("lti.login") + "?" + urlencode(exc.restart | {"new_window": "1"})
+    return error_page(exc.message, exc.status, restart=restart)
+
+
+@bp.get("/jwks")
+def jwks():
+    """The tool's public keys (active and recently rotated), for platforms to verify the
+    client assertions and deep-linking responses we sign."""
+    response = jsonify({"keys": keys.published()})
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """OIDC third-party initiated login. Canvas uses GET, Moodle POSTs a form."""
+    params = request.values.to_dict()
+    login = begin_login(params, launch_url=launch_url())
+    if login.storage_target:
+        response = Response(render_template(
+            "lti/storage_login.html", redirect_url=login.url, state=login.state,
+            nonce=login.nonce, target=login.storage_target, origin=login.platform_origin))
+    else:
+        response = redirect(login.url, code=302)
+    _set_state_cookie(response, login.state)
+    return response
+
+
+def _set_state_cookie(response: Response, state: str) -> None:
+    kwargs = {"max_age": 600, "httponly": True, "path": "/lti/"}
+    if _secure():
+        # Sent on the platform's cross-site form POST; partitioned (CHIPS) so that it
+        # survives third-party cookie blocking inside the LMS iframe.
+        kwargs |= {"secure": True, "samesite": "None", "partitioned": True}
+    else:
+        kwargs["samesite"] = "Lax"
+    response.set_cookie(STATE_COOKIE + state, "1", **kwargs)
+
+
+@bp.post("/launch")
+def launch():
+    params = request.form.to_dict()
+    state = params.get("state") or ""
+    cookie_state = state if state and request.cookies.get(STATE_COOKIE + state) else None
+    result = complete_launch(params, secure=_secure(), cookie_state=cookie_state)
+    session = result.session
+    if result.needs_storage_check:
+        login = result.login
+        platform_origin = _origin_of_platform(session.platform)
+        return render_template(
+            "lti/storage_launch.html", state=login.state, nonce=login.nonce,
+            target=login.storage_target, origin=platform_origin,
+            confirm_url=url_for("lti.confirm", token=session.token))
+    response = redirect(landing_url(session), code=303)
+    response.delete_cookie(STATE_COOKIE + state, path="/lti/")
+    return response
+
+
+def _origin_of_platform(identifier: str) -> str:
+    from urllib.parse import urlsplit
+
+    from lti_tool.models import Platform
+
+    platform = Platform.objects(identifier=identifier).first()
+    parts = urlsplit(platform.auth_login_url if platform else "")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@bp.post("/confirm/<token>")
+def confirm(token: str):
+    """The launch page found our state and nonce in the platform's storage."""
+    session = confirm_storage_check(token)
+    if session is None:
+        return error_page("This launch could not be confirmed (expired or already used). "
+                          "Launch the tool again from your course.", 401)
+    return redirect(landing_url(session), code=303)
+
+
+def landing_url(session) -> str:
+    """Where a launch lands: the deep-linking picker, or the view for the user's role."""
+    views: dict[str, Callable] = current_app.extensions.setdefault("lti.landing", {})
+    handler = views.get(session.message_type)
+    if handler is not None:
+        return handler(session)
+    return url_for("lti.home", token=session.token)
+
+
+def launched(view):
+    """Views inside a launch: the session token in the path, checked on every request."""
+    @wraps(view)
+    def wrapper(token: str, *args, **kwargs):
+        session = find_session(token)
+        if session is None:
+            return error_page("Your session has expired or is not valid. Launch the tool "
+                              "again from your course.", 401)
+        g.lti_session = session
+        return view(session, *args, **kwargs)
+    return wrapper
+
+
+@bp.get("/s/<token>/")
+@launched
+def home(session):
+    from lti_tool.models import Course
+
+    course = Course.objects(identifier=session.context).first() if session.context else None
+    return render_template("lti/home.html", session=session, course=course)
+
+
+@bp.get("/s/<token>/me")
+@launched
+def me(session):
+    return jsonify({"user": session.user, "learner": session.learner, "name": session.name,
+                    "roles": session.roles, "mentees": session.mentees,
+                    "course": session.context, "platform": session.platform,
+                    "deployment": session.deployment})
