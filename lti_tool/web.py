@@ -151,7 +151,7 @@ def landing_url(session) -> str:
     handler = views.get(session.message_type)
     if handler is not None:
         return handler(session)
-    return url_for("lti.home", token=session.token)
+    return base_url() + url_for("lti.home", token=session.token)
 
 
 def launched(view):

@@ -79,4 +79,8 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
 
     app.register_blueprint(api_bp)
     app.register_blueprint(lti_bp)
+    if not settings.production:
+        from lti_tool import demo_platform
+
+        demo_platform.init_app(app)
     return app

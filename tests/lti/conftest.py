@@ -1,0 +1,90 @@
+"""LTI fixtures: the app served on a real port that its BASE_URL names (the platform and
+the tool call each other over HTTP), the demo platform (lti1p3platform) registered with it,
+and a browser-like HTTP client that performs login and launch."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from collections.abc import Iterator
+from html import unescape
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from lti_tool.demo_platform import DemoPlatform
+from masteryhub.app import create_app
+from masteryhub.embedded import free_port
+
+
+@pytest.fixture
+def lti_app(settings, mongo_server_uri):
+    port = free_port()
+    settings = dataclasses.replace(settings, base_url=f"http://127.0.0.1:{port}")
+    app = create_app(settings, mongodb_uri=mongo_server_uri)
+    app.config["TESTING"] = True
+    app.extensions["test_port"] = port
+    return app
+
+
+@pytest.fixture
+def tool_url(lti_app) -> Iterator[str]:
+    server = make_server("127.0.0.1", lti_app.extensions["test_port"], lti_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield lti_app.extensions["masteryhub.settings"].base_url
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+@pytest.fixture
+def platform(lti_app, tool_url) -> DemoPlatform:
+    with lti_app.app_context():
+        demo = DemoPlatform(tool_url + "/demo", tool_url)
+        demo.register_with_tool()
+        lti_app.extensions["demo_platform"] = demo
+    return demo
+
+
+FORM_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
+
+
+def auto_post_form(html: str) -> tuple[str, dict[str, str]]:
+    """The (action, fields) of a self-submitting form, as a browser would post it."""
+    action = FORM_ACTION.search(html)
+    assert action, html[:500]
+    return unescape(action.group(1)), {unescape(k): unescape(v)
+                                       for k, v in FORM_FIELD.findall(html)}
+
+
+class Browser:
+    """requests with a cookie jar, walking the LTI redirects like a browser does."""
+
+    def __init__(self):
+        self.http = requests.Session()
+
+    def start(self, login_url: str) -> tuple[str, dict[str, str]]:
+        """Login initiation → platform auth → the id_token form the platform posts back."""
+        r = self.http.get(login_url, allow_redirects=False, timeout=10)
+        assert r.status_code == 302, (r.status_code, r.text[:500])
+        r = self.http.get(r.headers["Location"], allow_redirects=False, timeout=10)
+        assert r.status_code == 200, (r.status_code, r.text[:500])
+        return auto_post_form(r.text)
+
+    def post(self, action: str, fields: dict[str, str]) -> requests.Response:
+        return self.http.post(action, data=fields, allow_redirects=False, timeout=10)
+
+    def launch(self, login_url: str) -> requests.Response:
+        """The whole launch; returns the tool's answer to the id_token POST."""
+        action, fields = self.start(login_url)
+        return self.post(action, fields)
+
+
+@pytest.fixture
+def browser() -> Browser:
+    return Browser()
