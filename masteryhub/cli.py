@@ -44,7 +44,7 @@ def main(ctx: click.Context) -> None:
     Run `masteryhub serve` to start the app (and, unless MASTERYHUB_MONGODB_URI is set, the
     embedded database with its data in MASTERYHUB_DATA_DIR).
     """
-    ctx.obj = {"database": open_database}
+    ctx.obj = {"database": open_database, "settings": load_settings}
 
 
 @contextlib.contextmanager
@@ -265,10 +265,11 @@ def _dir_size(path: Path) -> int:
 
 def _register_product_commands() -> None:
     from lrs.cli import credentials
+    from lti_tool.cli import COMMANDS as LTI_COMMANDS
     from mappings.cli import COMMANDS
 
     main.add_command(credentials)
-    for command in COMMANDS:
+    for command in (*COMMANDS, *LTI_COMMANDS):
         main.add_command(command)
 
 
