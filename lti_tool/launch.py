@@ -30,7 +30,7 @@ from pylti1p3.exception import LtiException
 from pylti1p3.message_launch import MessageLaunch
 from pylti1p3.request import Request
 
-from lti_tool import identity, roles
+from lti_tool import courses, identity, roles
 from lti_tool.models import Course, LaunchSession, LoginState, Membership, Platform
 from lti_tool.registry import MongoToolConf, add_deployment, find_platform
 from mappings.models import utcnow
@@ -325,6 +325,7 @@ def upsert_course(platform: Platform, context: Mapping, body: Mapping,
     if nrps:
         update["nrps_url"] = nrps
     Course._get_collection().update_one({"_id": course_id}, {"$set": update}, upsert=True)
+    courses.apply_custom_parameters(course_id, body.get(CLAIM + "custom"))
     return course_id
 
 
