@@ -26,11 +26,11 @@ from urllib.parse import urlencode, urlsplit
 
 import jwt
 import orjson
-from pylti1p3.exception import LtiException
+from pylti1p3.exception import LtiException, LtiKeyException
 from pylti1p3.message_launch import MessageLaunch
 from pylti1p3.request import Request
 
-from lti_tool import courses, identity, roles
+from lti_tool import courses, identity, platform_keys, roles
 from lti_tool.models import Course, LaunchSession, LoginState, Membership, Platform
 from lti_tool.registry import MongoToolConf, add_deployment, find_platform
 from mappings.models import utcnow
@@ -152,6 +152,24 @@ class _Launch(MessageLaunch):
 
     def _get_request_param(self, key: str) -> str:
         return self._request.get_param(key)
+
+    def fetch_public_key(self, key_set_url: str):
+        # Cached in MongoDB (lti_tool.platform_keys), not fetched on every launch.
+        return platform_keys.key_set(key_set_url, self._requests_session)
+
+    def get_public_key(self) -> tuple[str, str]:
+        try:
+            return super().get_public_key()
+        except LtiKeyException as exc:
+            if str(exc) != "Unable to find public key":
+                raise
+            # An unknown kid: the platform may have rotated its key since we cached it.
+            url = self._registration.get_key_set_url()  # type: ignore[union-attr]
+            fresh = platform_keys.refetch(url, self._requests_session)
+            if fresh is None:
+                raise
+            self._registration.set_key_set(fresh)  # type: ignore[union-attr]
+            return super().get_public_key()
 
     def validate_jwt_signature(self) -> MessageLaunch:
         public_key, alg = self.get_public_key()
