@@ -148,7 +148,19 @@ class Membership(me.Document):
     meta = {"collection": "lti_memberships", "indexes": ["course", "learner"]}
 
 
-MODELS = (Platform, ToolKey, LoginState, LaunchSession, Course, Membership)
+class Goal(me.Document):
+    """What a learner chose to work on next in a course."""
+
+    identifier = me.StringField(primary_key=True)  # "learner|course"
+    learner = me.StringField(required=True)
+    course = me.StringField()
+    competencies = me.ListField(me.StringField())
+    updated_at = me.DateTimeField(default=utcnow)
+
+    meta = {"collection": "lti_goals"}
+
+
+MODELS = (Platform, ToolKey, LoginState, LaunchSession, Course, Membership, Goal)
 
 
 def ensure_indexes() -> None:

@@ -24,7 +24,7 @@ from pymongo.database import Database
 
 from lrs.jsonio import loads_json
 from lrs.keys import VOIDED_VERB, ifi
-from mappings import calculation
+from mappings import calculation, self_report
 from mappings.catalog import Catalog
 from mappings.identity import IdentityCache
 from mappings.models import utcnow
@@ -104,7 +104,8 @@ class Engine:
     # -- statements -> evidence ---------------------------------------------------------
     def drafts_for(self, stmt: dict, provider: str | None):
         return match_statement(stmt, self.catalog.rulesets, self.catalog.infos,
-                               provider=provider)
+                               provider=provider) + \
+            self_report.drafts(stmt, self.catalog.infos, provider)
 
     def process(self, docs: Iterable[dict]) -> BatchResult:
         """Apply a batch of LRS statement documents (as stored, in sequence order)."""

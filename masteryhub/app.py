@@ -75,11 +75,13 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     init_lrs(app, make_store, base_url=settings.base_url)
 
     from lti_tool.api import bp as api_bp
+    from lti_tool.pages import bp as pages_bp
     from lti_tool.registration_web import bp as lti_registration_bp
     from lti_tool.web import bp as lti_bp
 
     app.register_blueprint(api_bp)
     app.register_blueprint(lti_bp)
+    app.register_blueprint(pages_bp)
     app.register_blueprint(lti_registration_bp)
     from lti_tool.deep_linking import init_app as init_deep_linking
 

@@ -88,3 +88,86 @@ class Browser:
 @pytest.fixture
 def browser() -> Browser:
     return Browser()
+
+
+# -- competency data for page and grade tests ------------------------------------------------
+@pytest.fixture
+def sample_catalog(lti_app):
+    """The sample framework (Algebra I, 13 competencies) and its mapping rules."""
+    from importlib import resources
+
+    from mappings import catalog as catalog_module
+    from mappings.frameworks import sample_framework, save_framework
+    from mappings.models import RuleSet
+    from mappings.rules import load_ruleset
+
+    with lti_app.app_context():
+        save_framework(sample_framework())
+        text = resources.files("mappings.data").joinpath("sample_rules.yaml").read_text()
+        ruleset = load_ruleset(text, filename="sample_rules.yaml",
+                               competencies=catalog_module.load().infos)
+        RuleSet(name=ruleset.name, text=text, rules=ruleset.to_dicts()).save()
+        catalog_module.bump()
+        return catalog_module.load()
+
+
+@pytest.fixture
+def provider_auth(lti_app) -> dict[str, str]:
+    """Headers of an xAPI provider with every scope, for statements posted to the app."""
+    import base64
+
+    from lrs.auth import create_credential
+
+    with lti_app.app_context():
+        credential, secret = create_credential("Course provider", ["all"])
+    token = base64.b64encode(f"{credential.key}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {token}", "X-Experience-API-Version": "1.0.3"}
+
+
+@pytest.fixture
+def run_mapper(lti_app):
+    """A function that runs the mapping worker until it has read everything stored."""
+    import time
+
+    from lrs.store import StatementStore
+    from mappings.worker import WORKER_ID, Worker
+
+    def run() -> None:
+        db = lti_app.extensions["masteryhub.db"]
+        store = StatementStore(db)
+        deadline = time.monotonic() + 10
+        while store.watermark().seq < store.last_seq():
+            assert time.monotonic() < deadline, "the LRS watermark did not advance"
+            time.sleep(0.01)
+        worker = Worker(db, name="test")
+        try:
+            for _ in range(200):
+                worker.run_once()
+                state = db["worker_state"].find_one({"_id": WORKER_ID}) or {}
+                if state.get("position", 0) >= store.watermark().seq:
+                    return
+            raise AssertionError("the mapping worker did not catch up")
+        finally:
+            worker.release()
+    return run
+
+
+def quiz_statement(email: str, code: str, scaled: float, *, when: str, n: int = 0) -> dict:
+    """A course quiz result that the sample rules map to competency ``code``."""
+    import uuid
+
+    return {
+        "id": str(uuid.uuid4()),
+        "actor": {"objectType": "Agent", "name": email.split("@")[0], "mbox": f"mailto:{email}"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/passed", "display": {"en-US": "passed"}},
+        "object": {"id": f"https://courses.example.com/algebra-1/{code}/quiz-{n}",
+                   "definition": {"name": {"en-US": f"{code} quiz {n}"}}},
+        "result": {"score": {"scaled": scaled}, "success": scaled >= 0.8},
+        "timestamp": when,
+    }
+
+
+@pytest.fixture
+def quiz():
+    """Builds a quiz statement (see quiz_statement)."""
+    return quiz_statement
