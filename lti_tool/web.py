@@ -7,6 +7,7 @@ this tool is a third-party cookie that browsers increasingly drop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
@@ -50,11 +51,24 @@ def _secure() -> bool:
     return base_url().startswith("https://")
 
 
+TIMED = ("lti.login", "lti.launch")  # Server-Timing for the launch benchmark and operators
+
+
+@bp.before_request
+def _start_timer() -> None:
+    if request.endpoint in TIMED:
+        g.lti_started = time.perf_counter()
+
+
 @bp.after_request
 def _headers(response: Response) -> Response:
     # Session tokens live in paths: never send them to other sites as a Referer.
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("Cache-Control", "no-store")
+    started = g.get("lti_started")
+    if started is not None:
+        response.headers["Server-Timing"] = \
+            f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     return response
 
 

@@ -74,3 +74,15 @@ def test_expired_cache_is_fetched_again(platform, browser, lti_app, fetches):
             {}, {"$set": {"expires_at": platform_keys.utcnow() - dt.timedelta(seconds=1)}})
     assert launched(browser, platform)
     assert len(fetches) == 2
+
+
+def test_login_and_launch_report_their_server_time(platform, browser):
+    r = browser.http.get(platform.prepare(role="learner"), allow_redirects=False, timeout=10)
+    assert r.headers["Server-Timing"].startswith("app;dur=")
+    r = browser.http.get(r.headers["Location"], allow_redirects=False, timeout=10)
+    from tests.lti.conftest import auto_post_form
+
+    action, fields = auto_post_form(r.text)
+    launch = browser.post(action, fields)
+    assert launch.status_code == 303
+    assert float(launch.headers["Server-Timing"].split("dur=")[1]) > 0
