@@ -30,7 +30,7 @@ from pylti1p3.exception import LtiException, LtiKeyException
 from pylti1p3.message_launch import MessageLaunch
 from pylti1p3.request import Request
 
-from lti_tool import courses, identity, platform_keys, roles
+from lti_tool import courses, identity, platform_keys, roles, roster
 from lti_tool.models import Course, LaunchSession, LoginState, Membership, Platform
 from lti_tool.registry import MongoToolConf, add_deployment, find_platform
 from mappings.models import utcnow
@@ -318,6 +318,8 @@ def start_session(platform: Platform, body: Mapping, *, verified: bool) -> Launc
         if sub:
             upsert_membership(course_id, f"{iss}|{sub}", learner, name, email, raw_roles,
                               source="launch")
+        if {"instructor", "administrator"} & set(normalised):
+            roster.queue_import(course_id)  # NRPS import, run by the sync loop
     now = utcnow()
     session = LaunchSession(
         token=secrets.token_urlsafe(32), platform=platform.identifier,
