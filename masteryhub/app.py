@@ -83,6 +83,9 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     app.register_blueprint(lti_bp)
     app.register_blueprint(pages_bp)
     app.register_blueprint(lti_registration_bp)
+    from lti_tool.grades_web import bp as lti_grades_bp
+
+    app.register_blueprint(lti_grades_bp)
     from lti_tool.deep_linking import init_app as init_deep_linking
 
     init_deep_linking(app)

@@ -105,11 +105,16 @@ def _mapping_worker(settings: Settings, uri: str) -> Iterator[None]:
         if seed_if_empty():
             click.echo("Demo data: imported the sample Algebra I framework and its rules.")
     thread, stop = start_thread(lambda: db)
+    from lti_tool.sync import start_thread as start_lms_sync
+
+    sync_thread, sync_stop = start_lms_sync(lambda: db)  # grades to LMSs, rosters in
     try:
         yield
     finally:
         stop.set()
+        sync_stop.set()
         thread.join(10)
+        sync_thread.join(10)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -266,11 +271,13 @@ def _dir_size(path: Path) -> int:
 def _register_product_commands() -> None:
     from lrs.cli import credentials
     from lti_tool.cli import COMMANDS as LTI_COMMANDS
+    from lti_tool.sync_cli import COMMANDS as SYNC_COMMANDS
+    from lti_tool.sync_cli import alongside_worker
     from mappings.cli import COMMANDS
 
     main.add_command(credentials)
-    for command in (*COMMANDS, *LTI_COMMANDS):
-        main.add_command(command)
+    for command in (*COMMANDS, *LTI_COMMANDS, *SYNC_COMMANDS):
+        main.add_command(alongside_worker(command) if command.name == "worker" else command)
 
 
 _register_product_commands()
