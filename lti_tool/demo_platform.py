@@ -242,22 +242,34 @@ def _demo() -> DemoPlatform:
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
 
+LAUNCHES = (
+    ("learner", "Ana Alvarez, learner", "Launch as Ana (learner)",
+     "Ana sees her own progress: each competency's level, the evidence behind it, and how "
+     "close she is to the course credit. She is near credit; two of her pieces of evidence "
+     "wait for the teacher's review."),
+    ("teacher", "Dana Teacher, instructor", "Launch as Dana (teacher)",
+     "Dana sees the whole class, reviews the evidence that needs a teacher's approval, and "
+     "sets which frameworks, competencies and credits the course uses."),
+    ("mentor", "Maria Alvarez, mentor (Ana's parent)", "Launch as Maria (mentor)",
+     "Maria follows Ana only (the platform names her in role_scope_mentor) and can look "
+     "but not change anything."),
+)
+
+
 @bp.get("/")
 def index():
+    """The newcomer's page: one button per demo role, each a fresh real launch."""
+    from flask import render_template
+
     demo = _demo()
-    links = "".join(
-        f'<li><a class="button" href="{escape(demo.prepare(role=r))}">Launch as {label}</a></li>'
-        for r, label in (("learner", "a learner (Ana)"), ("teacher", "a teacher (Dana)"),
-                         ("mentor", "a mentor (Ana's parent)")))
-    deep = escape(demo.prepare(role="teacher", message_type="LtiDeepLinkingRequest"))
-    return Response(
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Mastery Hub demo'
-        '</title></head><body><main><h1>Try Mastery Hub without an LMS</h1><p>This demo '
-        "platform is a real LTI 1.3 platform (lti1p3platform). Each button runs the full "
-        "LTI login and launch into the demo course "
-        f"<em>{escape(CONTEXT['title'])}</em>.</p><ul>{links}<li><a href=\"{deep}\">Place "
-        "a view in the course (deep linking, as the teacher)</a></li></ul></main></body>"
-        "</html>")
+    launches = [{"role": role, "heading": heading, "button": button, "explain": explain,
+                 "url": demo.prepare(role=role)}
+                for role, heading, button, explain in LAUNCHES]
+    deep = demo.prepare(role="teacher", message_type="LtiDeepLinkingRequest")
+    response = Response(render_template("lti/demo.html", launches=launches, deep_link=deep,
+                                        course=CONTEXT))
+    response.headers["Cache-Control"] = "no-store"  # each view prepares fresh launches
+    return response
 
 
 @bp.route("/platform/auth", methods=["GET", "POST"])
