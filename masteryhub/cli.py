@@ -103,7 +103,8 @@ def _mapping_worker(settings: Settings, uri: str) -> Iterator[None]:
         from masteryhub.demo import seed_if_empty
 
         if seed_if_empty():
-            click.echo("Demo data: imported the sample Algebra I framework and its rules.")
+            click.echo("Demo data: imported the sample Algebra I framework, its rules and a "
+                       f"demo class's statements. Try {settings.base_url}/demo")
     thread, stop = start_thread(lambda: db)
     from lti_tool.sync import start_thread as start_lms_sync
 
