@@ -184,8 +184,23 @@ def launched(view):
 @bp.get("/s/<token>/")
 @launched
 def home(session):
+    """Where a launch lands: learners on their dashboard (or the placed view), mentors on
+    their learners, staff on the class view."""
     from lti_tool.models import Course
 
+    view, competency = request.args.get("view"), request.args.get("competency")
+    if session.is_staff and "teacher.class_view" in current_app.view_functions:
+        return redirect(url_for("teacher.class_view", token=session.token,
+                                **({"competency": competency} if competency else {})))
+    if "mentor" in session.roles and not session.is_staff:
+        return redirect(url_for("pages.mentees", token=session.token))
+    if session.learner and not session.is_staff:
+        if view == "competency" and competency:
+            return redirect(url_for("pages.competency", token=session.token,
+                                    learner=session.learner, competency=competency))
+        return redirect(url_for("pages.dashboard", token=session.token,
+                                learner=session.learner) + ("#credits-h" if view == "credit"
+                                                            else ""))
     course = Course.objects(identifier=session.context).first() if session.context else None
     return render_template("lti/home.html", session=session, course=course)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from html import unescape
+from pathlib import Path
 
 import pytest
 import requests
@@ -171,3 +173,57 @@ def quiz_statement(email: str, code: str, scaled: float, *, when: str, n: int = 
 def quiz():
     """Builds a quiz statement (see quiz_statement)."""
     return quiz_statement
+
+
+# -- a real browser for the pages (Playwright + Debian's Chromium) ----------------------------
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is missing: `make test` installs it "
+                    "(apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium):
+    context = chromium.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+@pytest.fixture
+def check_page(request):
+    """check_page(page, name): screenshot to tests/artifacts/<test>-<name>.png and assert
+    that axe finds no serious or critical accessibility violation."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    axe = Axe()
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def check(page, name: str) -> None:
+        page.screenshot(path=str(ARTIFACTS / f"{_slug(request.node.name)}-{_slug(name)}.png"),
+                        full_page=True)
+        results = axe.run(page)
+        serious = [v for v in results.response["violations"]
+                   if v.get("impact") in ("serious", "critical")]
+        assert not serious, f"{name}: " + "; ".join(
+            f"{v['id']} ({v['impact']}): {v['help']} — "
+            f"{[n['target'] for n in v['nodes']][:3]}" for v in serious)
+    return check

@@ -187,21 +187,23 @@ def test_a_platform_that_accepts_no_resource_links_is_refused_at_launch(platform
     assert r.status_code == 400 and "resource link placement" in r.text
 
 
-@pytest.mark.parametrize("custom, view, shown", [
+@pytest.mark.parametrize("custom, view, path, shown", [
     ({"masteryhub_view": "competency", "masteryhub_competency": "alg1-1-2"}, "competency",
-     "ALG.1.2"),
+     "/competency/alg1-1-2", "ALG.1.2"),
     ({"masteryhub_view": "credit", "masteryhub_credit": "algebra-1-cbe-credit"}, "credit",
-     "Algebra I credit"),
-    ({"masteryhub_view": "dashboard"}, "dashboard", "Learner dashboard"),
+     "/", "Algebra I credit"),
+    ({"masteryhub_view": "dashboard"}, "dashboard", "/", "My progress"),
 ])
-def test_a_placed_link_lands_on_its_view(platform, browser, catalog, custom, view, shown):
+def test_a_placed_link_lands_on_its_view(platform, browser, catalog, custom, view, path,
+                                         shown):
     response = browser.launch(platform.prepare(role="learner", custom=custom))
     assert response.status_code == 303
     location = response.headers["Location"]
     assert f"view={view}" in location
-    page = browser.http.get(location, timeout=10)
+    page = browser.http.get(location, timeout=10)  # the home page sends the learner on
     assert page.status_code == 200
-    assert f'data-view="{view}"' in page.text and shown in page.text
+    assert "/learner/" in page.url and page.url.split("#")[0].endswith(path)
+    assert shown in page.text
 
 
 def test_a_plain_launch_lands_on_the_home_page(platform, browser, catalog):
