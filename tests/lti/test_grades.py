@@ -310,3 +310,33 @@ def test_client_tolerates_wrapped_line_items_and_text_score_bodies(lti_app, db,
 def test_backoff_grows_and_is_capped():
     assert [grades.backoff_delay(n).total_seconds() for n in (1, 2, 3, 4, 5, 9)] == \
         [30, 120, 600, 3600, 3600, 3600]
+
+
+def test_grades_and_roster_commands(course, lti_app, db, quiz, post_statements, run_mapper,
+                                    settings, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from masteryhub.cli import main
+
+    for name, value in (("MONGODB_URI", settings.mongodb_uri), ("DB_NAME", settings.db_name),
+                        ("DATA_DIR", str(tmp_path / "cli")),
+                        ("BASE_URL", "http://localhost")):
+        monkeypatch.setenv("MASTERYHUB_" + name, value)
+    post_statements(quiz("ana@school.example.edu", "ALG.1.1", 0.9, when="2030-01-01T09:00:00Z"))
+    run_mapper()
+    runner = CliRunner()
+    out = runner.invoke(main, ["grades", "sync", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert ALG_1_1 in {p["resource"] for p in result["posted"]}
+    assert result["rosters"][0]["members"] == 4  # the teacher's launch queued it
+
+    out = runner.invoke(main, ["grades", "sync", "--course", COURSE])
+    assert out.exit_code == 0, out.output
+    assert "0 score(s) posted" in out.output and "unchanged" in out.output
+
+    out = runner.invoke(main, ["roster", "sync", COURSE, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["members"] == 4
+    out = runner.invoke(main, ["roster", "sync", "demo|no-such-course"])
+    assert out.exit_code == 1 and "no course" in out.output
