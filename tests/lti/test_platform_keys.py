@@ -10,6 +10,7 @@ from jwcrypto import jwk
 from mongoengine.connection import get_db
 
 from lti_tool import platform_keys
+from tests.lti.conftest import auto_post_form
 
 
 @pytest.fixture
@@ -80,8 +81,6 @@ def test_login_and_launch_report_their_server_time(platform, browser):
     r = browser.http.get(platform.prepare(role="learner"), allow_redirects=False, timeout=10)
     assert r.headers["Server-Timing"].startswith("app;dur=")
     r = browser.http.get(r.headers["Location"], allow_redirects=False, timeout=10)
-    from tests.lti.conftest import auto_post_form
-
     action, fields = auto_post_form(r.text)
     launch = browser.post(action, fields)
     assert launch.status_code == 303

@@ -1,0 +1,158 @@
+"""LTI launch benchmark (``make bench``): 200 login + launch round trips through the real
+flow, against the demo platform (lti1p3platform) served by the same app.
+
+The app runs as `make run` runs it (`masteryhub serve`, development environment, so /demo
+is on), on a SecantusDB server of its own. Each round trip is what a browser does: GET the
+tool's OIDC login → 302 to the platform's auth endpoint → the platform's auto-posting form
+→ POST the id_token to the tool's launch → 303 to the landing page. Figures, p50/p95:
+
+- the tool's own server time for login and for launch (``Server-Timing: app;dur=`` of
+  /lti/login and /lti/launch, so the HTTP client and the platform are not counted);
+- the whole round trip including the platform's part;
+- baseline, measured in the same run: GET /healthz round trip. Ratios are against it.
+
+The first launch fetches the platform's key set (JWKS) over HTTP; later ones use the
+cache in MongoDB (lti_tool.platform_keys), so the first launch is reported on its own, and
+40 more launches with the cache emptied before each show what the cache saves.
+
+Run: ``make bench`` or ``.venv/bin/python tests/benchmarks/lti_launch.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from html import unescape
+from pathlib import Path
+
+import requests
+
+from lti_tool import platform_keys
+from lti_tool.demo_platform import DemoPlatform
+from masteryhub.embedded import EmbeddedServer, free_port
+
+N = 200
+WARMUP = 10
+UNCACHED = 40
+ROLES = ("learner", "teacher", "mentor")
+FORM_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
+FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
+
+
+class App:
+    """`masteryhub serve` as a separate process, on the benchmark's database."""
+
+    def __init__(self, data_dir: Path, uri: str, db_name: str):
+        self.port = free_port()
+        env = dict(os.environ, MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
+                   MASTERYHUB_DB_NAME=db_name, MASTERYHUB_PORT=str(self.port),
+                   MASTERYHUB_LOG_LEVEL="WARNING", MASTERYHUB_ENV="development")
+        self.process = subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "serve"],
+                                        env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("app did not start")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(30)
+
+
+def server_ms(response: requests.Response) -> float:
+    header = response.headers.get("Server-Timing", "")
+    match = re.search(r"app;dur=([0-9.]+)", header)
+    if not match:
+        raise RuntimeError(f"no Server-Timing on {response.url}: {header!r}")
+    return float(match.group(1))
+
+
+def round_trip(http: requests.Session, login_url: str) -> tuple[float, float, float]:
+    """One launch like a browser: (login server ms, launch server ms, round trip ms)."""
+    started = time.perf_counter()
+    login = http.get(login_url, allow_redirects=False, timeout=10)
+    assert login.status_code == 302, (login.status_code, login.text[:300])
+    auth = http.get(login.headers["Location"], allow_redirects=False, timeout=10)
+    assert auth.status_code == 200, (auth.status_code, auth.text[:300])
+    action = unescape(FORM_ACTION.search(auth.text).group(1))
+    fields = {unescape(k): unescape(v) for k, v in FORM_FIELD.findall(auth.text)}
+    launch = http.post(action, data=fields, allow_redirects=False, timeout=10)
+    assert launch.status_code == 303, (launch.status_code, launch.text[:300])
+    elapsed = (time.perf_counter() - started) * 1000
+    return server_ms(login), server_ms(launch), elapsed
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, round(len(ordered) * q) - 1)]
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="masteryhub-bench-lti-"))
+    server = EmbeddedServer(workdir)
+    state = server.start()
+    try:
+        from masteryhub.database import connect
+
+        db = connect(state.uri, "bench_lti")
+        app = App(workdir, state.uri, "bench_lti")
+        try:
+            # /demo registers the demo platform with the tool (as a newcomer's first visit).
+            assert requests.get(app.url + "/demo/", timeout=10).status_code == 200
+            platform = DemoPlatform(app.url + "/demo", app.url, db=db)
+            http = requests.Session()
+            first = round_trip(http, platform.prepare(role="learner"))
+            for i in range(WARMUP):
+                round_trip(http, platform.prepare(role=ROLES[i % 3]))
+            logins, launches, trips, health = [], [], [], []
+            for i in range(N):
+                url = platform.prepare(role=ROLES[i % 3])  # the LMS renders a link
+                login_ms, launch_ms, trip_ms = round_trip(http, url)
+                logins.append(login_ms)
+                launches.append(launch_ms)
+                trips.append(trip_ms)
+                t0 = time.perf_counter()
+                assert http.get(app.url + "/healthz", timeout=10).status_code == 200
+                health.append((time.perf_counter() - t0) * 1000)
+            uncached = []  # what every launch cost before the key-set cache
+            for i in range(UNCACHED):
+                db[platform_keys.COLLECTION].delete_many({})
+                uncached.append(round_trip(http, platform.prepare(role=ROLES[i % 3]))[1])
+        finally:
+            app.stop()
+        base = statistics.median(health)
+        print(f"LTI launch benchmark — {N} login+launch round trips (roles "
+              f"{'/'.join(ROLES)}), `masteryhub serve`, demo platform in the same app")
+        print(f"baseline GET /healthz round trip:  p50 {base:6.2f} ms  "
+              f"p95 {pct(health, 0.95):6.2f} ms")
+        for label, values in (("tool server time, /lti/login ", logins),
+                              ("tool server time, /lti/launch", launches),
+                              ("whole round trip (+ platform) ", trips)):
+            p50 = statistics.median(values)
+            print(f"{label}: p50 {p50:6.2f} ms  p95 {pct(values, 0.95):6.2f} ms  "
+                  f"(p50 / healthz p50 = {p50 / base:5.1f}x)")
+        print(f"first launch (platform JWKS fetched, then cached): launch server time "
+              f"{first[1]:.2f} ms, round trip {first[2]:.2f} ms")
+        p50 = statistics.median(uncached)
+        print(f"launch server time with the key-set cache emptied each time ({UNCACHED}): "
+              f"p50 {p50:6.2f} ms  p95 {pct(uncached, 0.95):6.2f} ms "
+              f"({p50 / statistics.median(launches):.1f}x the cached launch)")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
