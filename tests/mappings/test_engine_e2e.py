@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import tincan
-from conftest import basic_auth
 
 from mappings import catalog as catalog_module
 from mappings.frameworks import sample_framework, save_framework
@@ -64,6 +64,12 @@ def internship_task(email: str, task: str) -> dict:
                    "definition": {"type": "https://w3id.org/xapi/masteryhub/activities/"
                                           "internship-task"}},
     }
+
+
+def basic_auth(key: str, secret: str) -> str:
+    # Not `from conftest import basic_auth`: once tests/lti/conftest.py is loaded, the
+    # name `conftest` is that module, and this file is collected after tests/lti.
+    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
 
 def post(client, headers, statements) -> list[str]:
