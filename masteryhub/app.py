@@ -89,6 +89,9 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     from lti_tool.deep_linking import init_app as init_deep_linking
 
     init_deep_linking(app)
+    from lti_tool.admin import init_app as init_admin
+
+    init_admin(app)  # /admin: operator accounts, not LMS users
     if not settings.production:
         from lti_tool import demo_platform
 

@@ -271,13 +271,14 @@ def _dir_size(path: Path) -> int:
 
 def _register_product_commands() -> None:
     from lrs.cli import credentials
+    from lti_tool.admin_auth import COMMANDS as ADMIN_COMMANDS
     from lti_tool.cli import COMMANDS as LTI_COMMANDS
     from lti_tool.sync_cli import COMMANDS as SYNC_COMMANDS
     from lti_tool.sync_cli import alongside_worker
     from mappings.cli import COMMANDS
 
     main.add_command(credentials)
-    for command in (*COMMANDS, *LTI_COMMANDS, *SYNC_COMMANDS):
+    for command in (*COMMANDS, *LTI_COMMANDS, *SYNC_COMMANDS, *ADMIN_COMMANDS):
         main.add_command(alongside_worker(command) if command.name == "worker" else command)
 
 
