@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 from mappings.progress import LevelInfo
 
 WIDTH, HEIGHT = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 150, 20, 16, 36
+LEFT, RIGHT, TOP, BOTTOM = 150, 70, 16, 36
 
 
 def timeline_svg(series: Sequence[tuple[dt.datetime, float]], levels: Sequence[LevelInfo],
@@ -47,8 +47,10 @@ def timeline_svg(series: Sequence[tuple[dt.datetime, float]], levels: Sequence[L
         dash = ' stroke-dasharray="6 4" stroke="#1e6b3a" stroke-width="2"' if level.mastery \
             else ' stroke="#d5dae1"'
         out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}"{dash}/>')
-        label = escape(level.name) + (" (mastery)" if level.mastery else "")
-        out.append(f'<text x="{LEFT - 8}" y="{yy + 4:.1f}" text-anchor="end">{label}</text>')
+        out.append(f'<text x="{LEFT - 8}" y="{yy + 4:.1f}" text-anchor="end">'
+                   f"{escape(level.name)}</text>")
+        if level.mastery:
+            out.append(f'<text x="{WIDTH - RIGHT + 6}" y="{yy + 4:.1f}">mastery</text>')
     if series:
         points = []
         for when, value in series:

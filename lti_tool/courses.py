@@ -95,8 +95,8 @@ def scope_of(course: Course | None) -> Scope:
         frameworks = [only[0].identifier] if len(only) == 1 else []
     if not frameworks:
         return Scope([], [], [], [])
-    all_items = list(Competency.objects(framework__in=frameworks)
-                     .order_by("framework", "position"))
+    all_items = tree_order(list(Competency.objects(framework__in=frameworks)
+                                .order_by("framework", "position")))
     parents = {c.parent for c in all_items if c.parent}
     if course and course.competencies:
         wanted = set(course.competencies)
@@ -111,3 +111,23 @@ def scope_of(course: Course | None) -> Scope:
         rules = [r.identifier for r in CreditRule.objects(framework__in=frameworks)
                  .order_by("identifier")]
     return Scope(frameworks, ids, leaves, rules)
+
+
+def tree_order(items: list[Competency]) -> list[Competency]:
+    """Parents before their children, siblings by position (depth-first), the way a
+    framework reads."""
+    ids = {c.identifier for c in items}
+    children: dict[str | None, list[Competency]] = {}
+    for c in items:
+        children.setdefault(c.parent if c.parent in ids else None, []).append(c)
+    out: list[Competency] = []
+    seen: set[str] = set()
+
+    def visit(parent: str | None) -> None:
+        for c in sorted(children.get(parent, ()), key=lambda c: (c.framework, c.position)):
+            if c.identifier not in seen:
+                seen.add(c.identifier)
+                out.append(c)
+                visit(c.identifier)
+    visit(None)
+    return out + [c for c in items if c.identifier not in seen]  # cycles: keep, at the end

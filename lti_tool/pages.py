@@ -21,8 +21,9 @@ from lti_tool.web import error_page, launched
 from mappings import progress
 from mappings.models import Learner, utcnow
 
-bp = Blueprint("pages", __name__, url_prefix="/lti/s/<token>", template_folder="templates",
-               static_folder="static", static_url_path="/static")
+bp = Blueprint("pages", __name__, url_prefix="/lti/s/<token>", template_folder="templates")
+# Stylesheets and other public files, at /assets/... (nothing in them is private).
+assets = Blueprint("assets", __name__, static_folder="static", static_url_path="/assets")
 
 SOURCE_LABELS = {
     "online_course": "Online course", "internship": "Internship", "project": "Project",

@@ -65,7 +65,7 @@ def test_competency_page_has_a_timeline_chart_and_table(lti_app, platform, brows
     assert page.status_code == 200
     assert "<svg" in page.text and 'role="img"' in page.text
     assert page.text.count("<circle") == 2  # one point per accepted evidence
-    assert "(mastery)" in page.text
+    assert ">mastery</text>" in page.text
 
 
 def test_goals_are_saved_for_the_learner_only(platform, browser, ana_with_evidence):
