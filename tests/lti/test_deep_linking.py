@@ -17,11 +17,18 @@ from lti_tool import keys
 from lti_tool.demo_platform import CLIENT_ID, DEPLOYMENT_ID
 from mappings.frameworks import sample_framework, save_framework
 from mappings.models import Competency
-from tests.lti.conftest import auto_post_form
 
 DL = "https://purl.imsglobal.org/spec/lti-dl/claim/"
 CLAIM = "https://purl.imsglobal.org/spec/lti/claim/"
 DL_REQUEST = "LtiDeepLinkingRequest"
+
+
+def auto_post_form(html: str) -> tuple[str, dict[str, str]]:
+    """The (action, fields) of a self-submitting form, as a browser would post it."""
+    action = re.search(r'<form[^>]*action="([^"]+)"', html)
+    assert action, html[:500]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)
+    return unescape(action.group(1)), {unescape(k): unescape(v) for k, v in fields}
 
 
 @pytest.fixture

@@ -4,13 +4,22 @@ the platform is still picked up: an unknown kid makes the tool fetch the key set
 from __future__ import annotations
 
 import datetime as dt
+import re
+from html import unescape
 
 import pytest
 from jwcrypto import jwk
 from mongoengine.connection import get_db
 
 from lti_tool import platform_keys
-from tests.lti.conftest import auto_post_form
+
+
+def auto_post_form(html: str) -> tuple[str, dict[str, str]]:
+    """The (action, fields) of a self-submitting form, as a browser would post it."""
+    action = re.search(r'<form[^>]*action="([^"]+)"', html)
+    assert action, html[:500]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html)
+    return unescape(action.group(1)), {unescape(k): unescape(v) for k, v in fields}
 
 
 @pytest.fixture
