@@ -413,6 +413,34 @@ def deep_link_return():
                     "</a></p></main></body></html>")
 
 
+@bp.get("/frame")
+def frame():
+    """The tool inside an iframe, as an LMS shows it, with the platform's side of LTI
+    Platform Storage (Client Side postMessages): the tool keeps its login state in this
+    frame when its own cookies are blocked (https://www.imsglobal.org/spec/lti-cs-pm/v0p1)."""
+    demo = _demo()
+    role = request.args.get("role", "learner")
+    if role not in ROLES:
+        abort(400, "role must be one of " + ", ".join(ROLES))
+    login = demo.prepare(role=role, storage_target="_parent")
+    return Response(
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Demo course — Mastery Hub in a frame</title></head><body><main>"
+        f"<h1>{escape(CONTEXT['title'])}</h1>"
+        f'<iframe name="tool" title="Mastery Hub" src="{escape(login)}" '
+        'style="width:100%;height:80vh;border:1px solid #ccc"></iframe></main><script>'
+        "var store = {};"
+        "window.addEventListener('message', function (e) {"
+        "  var d = e.data || {}, key = e.origin + '|' + d.key;"
+        "  if (d.subject === 'lti.put_data') { store[key] = d.value;"
+        "    e.source.postMessage({subject: 'lti.put_data.response', message_id: d.message_id,"
+        "      key: d.key, value: d.value}, e.origin); }"
+        "  else if (d.subject === 'lti.get_data') {"
+        "    e.source.postMessage({subject: 'lti.get_data.response', message_id: d.message_id,"
+        "      key: d.key, value: store[key]}, e.origin); }"
+        "});</script></body></html>")
+
+
 def init_app(app) -> None:
     """Register /demo (development only)."""
     app.register_blueprint(bp)
