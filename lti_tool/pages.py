@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from mongoengine.connection import get_db
 
-from lti_tool import access, charts, provider
+from lrs.keys import ifi
+from lti_tool import access, charts, identity, provider
 from lti_tool.courses import scope_of
 from lti_tool.models import Course, Goal, LaunchSession
 from lti_tool.web import error_page, launched
@@ -221,6 +222,41 @@ def mentees(session: LaunchSession):
         return redirect(url_for("pages.dashboard", token=session.token, learner=only))
     return render_template("lti/mentees.html", session=session,
                            people=[people[m] for m in session.mentees or [] if m in people])
+
+
+@bp.post("/learner/<learner>/aliases")
+@launched
+def add_alias(session: LaunchSession, learner: str):
+    """A teacher links another xAPI identifier to a learner of their course (e.g. the
+    email an internship platform uses). Identifiers that already belong to another
+    learner are refused: merging two records is an administrator's decision
+    (`masteryhub learners link`), since the other record may belong to another course."""
+    if not session.is_staff:
+        abort(403)
+    person = _learner_or_403(session, learner)
+    kind = request.form.get("kind")
+    if kind == "email":
+        email = (request.form.get("email") or "").strip()
+        agent = {"mbox": f"mailto:{email}"} if "@" in email and " " not in email else None
+    elif kind == "account":
+        home = (request.form.get("home_page") or "").strip()
+        name = (request.form.get("name") or "").strip()
+        agent = {"account": {"homePage": home, "name": name}} \
+            if urlsplit(home).scheme in ("http", "https") and name else None
+    else:
+        agent = None
+    agent_ifi = ifi(agent) if agent else None
+    if agent_ifi is None:
+        return error_page("Give an email address, or an account's home page (http/https URL) "
+                          "and name.", 400)
+    owner = Learner.objects(agents=agent_ifi).only("identifier").first()
+    if owner is not None and owner.identifier != person.identifier:
+        return error_page("That identifier already belongs to another learner record. An "
+                          "administrator can merge the two records.", 409)
+    if owner is None:
+        identity.link(person.identifier, agent_ifi)
+    return redirect(url_for("pages.dashboard", token=session.token, learner=learner) +
+                    "#identity", code=303)
 
 
 @bp.get("/files/<file_id>")

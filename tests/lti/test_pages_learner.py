@@ -141,3 +141,44 @@ def test_learner_cannot_submit_for_someone_else(platform, browser, ana_with_evid
     base = launch(browser, platform, role="learner")
     r = browser.http.post(f"{base}/learner/Lsomeoneelse/submit", data={}, timeout=10)
     assert r.status_code == 403
+
+
+def test_teacher_links_only_free_identifiers_to_a_learner(
+        lti_app, platform, browser, sample_catalog, provider_auth, run_mapper, quiz):
+    ana = me(type(browser)(), launch(type(browser)(), platform, role="learner"))["learner"]
+    import requests
+
+    # an internship platform knows Ana only by her personal email
+    r = requests.post(browser_base(platform) + "/xapi/statements",
+                      data=json.dumps([quiz("ana.alvarez@gmail.example", "ALG.1.3", 0.9,
+                                            when="2026-10-10T10:00:00Z")]),
+                      headers=provider_auth | {"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 200
+    run_mapper()
+    teacher = launch(browser, platform, role="teacher")
+    bad = browser.http.post(f"{teacher}/learner/{ana}/aliases",
+                            data={"kind": "email", "email": "not an email"}, timeout=10)
+    assert bad.status_code == 400
+    # that email is already a learner record of its own (created by the statement): refused
+    taken = browser.http.post(f"{teacher}/learner/{ana}/aliases",
+                              data={"kind": "email", "email": "ana.alvarez@gmail.example"},
+                              timeout=10)
+    assert taken.status_code == 409
+    fresh = browser.http.post(f"{teacher}/learner/{ana}/aliases",
+                              data={"kind": "email", "email": "ana@internship.example"},
+                              allow_redirects=False, timeout=10)
+    assert fresh.status_code == 303
+    with lti_app.app_context():
+        from mappings.models import Learner
+
+        assert "mbox|mailto:ana@internship.example" in Learner.objects.get(
+            identifier=ana).agents
+    learner_browser = type(browser)()
+    base = launch(learner_browser, platform, role="learner")
+    assert learner_browser.http.post(f"{base}/learner/{ana}/aliases",
+                                     data={"kind": "email", "email": "x@y.example"},
+                                     timeout=10).status_code == 403
+
+
+def browser_base(platform) -> str:
+    return platform.tool
