@@ -115,6 +115,8 @@ def begin_login(params: Mapping[str, str], *, launch_url: str) -> LoginRedirect:
     target = params.get("target_link_uri") or launch_url
     if not _same_origin(target, launch_url):
         raise LaunchError("target_link_uri points to another site; refusing to launch there.")
+    if secrets.randbelow(20) == 0:
+        purge_expired()
     state = secrets.token_urlsafe(24)
     nonce = secrets.token_urlsafe(24)
     storage_target = params.get("lti_storage_target") or None
@@ -133,6 +135,14 @@ def begin_login(params: Mapping[str, str], *, launch_url: str) -> LoginRedirect:
     return LoginRedirect(url=platform.auth_login_url + sep + urlencode(auth), state=state,
                          nonce=nonce, storage_target=storage_target,
                          platform_origin=f"{parts.scheme}://{parts.netloc}")
+
+
+def purge_expired() -> int:
+    """Drop login states and launch sessions past their expiry (one indexed delete each);
+    run now and then from logins, so neither collection grows without bound."""
+    now = utcnow()
+    return (LoginState.objects(expires_at__lt=now).delete() +
+            LaunchSession.objects(expires_at__lt=now).delete())
 
 
 def _same_origin(a: str, b: str) -> bool:

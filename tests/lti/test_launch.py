@@ -168,3 +168,22 @@ def test_unknown_issuer_at_login_is_refused(platform, browser, tool_url):
     r = browser.http.get(tool_url + "/lti/login", params={
         "iss": "https://evil.example.com", "login_hint": "x"}, timeout=10)
     assert r.status_code == 401 and "no active registration" in r.text
+
+
+def test_expired_login_states_and_sessions_are_purged(platform, browser, lti_app):
+    import datetime as dt
+
+    from lti_tool.launch import purge_expired
+    from lti_tool.models import LoginState
+
+    response = browser.launch(platform.prepare(role="learner"))
+    assert response.status_code == 303
+    browser.start(platform.prepare(role="learner"))  # a login that never completes
+    with lti_app.app_context():
+        assert LoginState.objects.count() == 1 and LaunchSession.objects.count() == 1
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+        LoginState.objects.update(set__expires_at=past)
+        assert purge_expired() == 1
+        LaunchSession.objects.update(set__expires_at=past)
+        assert purge_expired() == 1
+        assert LaunchSession.objects.count() == 0
