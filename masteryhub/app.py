@@ -83,6 +83,9 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     app.register_blueprint(api_bp)
     app.register_blueprint(lti_bp)
     app.register_blueprint(pages_bp)
+    from lti_tool.teacher import bp as teacher_bp
+
+    app.register_blueprint(teacher_bp)
     app.register_blueprint(assets_bp)
     app.register_blueprint(lti_registration_bp)
     from lti_tool.grades_web import bp as lti_grades_bp
