@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from xapi_auth import basic_auth
 
 from masteryhub.app import create_app
 from masteryhub.config import Settings
@@ -86,12 +87,6 @@ def xapi_credential(app) -> tuple[str, str]:
 
     credential, secret = create_credential("Test provider", ["all"])
     return credential.key, secret
-
-
-def basic_auth(key: str, secret: str) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
 
 @pytest.fixture

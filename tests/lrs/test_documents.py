@@ -10,7 +10,7 @@ import time
 import urllib.parse
 
 import pytest
-from conftest import basic_auth
+from xapi_auth import basic_auth
 
 from lrs.auth import create_credential
 

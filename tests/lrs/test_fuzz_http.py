@@ -43,9 +43,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import basic_auth
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from xapi_auth import basic_auth
 
 VOIDED = "http://adlnet.gov/expapi/verbs/voided"
 JSON_CT = "application/json"

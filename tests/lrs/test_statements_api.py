@@ -8,7 +8,7 @@ import urllib.parse
 import uuid
 
 import pytest
-from conftest import basic_auth
+from xapi_auth import basic_auth
 
 from lrs.auth import create_credential, revoke_credential
 
