@@ -1,23 +1,38 @@
 """Statements -> evidence -> mastery -> roll-ups -> credit, in batches, with provenance.
 
-Why batches: a worker must keep up with the LRS's ingest rate. Per statement it would take
-several database round trips; per batch it takes about six whatever the batch size
-(evidence upserts, the affected learners' evidence and mastery, credit states, writes).
+Why batches: a worker must keep up with the LRS's ingest rate, and on SecantusDB every
+document read or written costs a fraction of a millisecond. So a batch reads with one
+chunked query per collection and writes with one bulk write per collection, and a learner
+touched by many statements of a batch is recomputed once.
 
-Why everything is recomputed from evidence rather than updated incrementally: a derived
-record that is a pure function of the accepted evidence is the same whether it is computed
-once, twice, after a crash or by `recompute` — which is what idempotency needs.
+Why a per-learner engine state (``mapping_state``): recomputing a learner's levels needs the
+accepted scores of every competency involved (a roll-up needs its siblings, a credit all of
+its competencies). Reading them back from ``evidence`` cost more than everything else
+together. The state keeps, per learner and framework, the accepted scores of each competency
+in one binary field (one cheap read and write per learner and batch); the new evidence of a
+batch is merged into it in memory. ``evidence`` stays the record of truth: whenever the state
+might be behind it -- evidence seen before (a retried batch), voiding, a teacher's decision,
+a merge, a missing state -- the pairs concerned are read from ``evidence`` instead.
+
+Why everything is a pure function of the accepted evidence: a derived record that is the
+same whether it is computed once, twice, after a crash or by `recompute` is what
+idempotency needs. The state is written after the records it describes, so a crash between
+the two leaves a state that is behind, and the retried batch (its evidence now already
+stored) reads those pairs from ``evidence``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import ciso8601
+import orjson
 import pymongo
 import pymongo.errors
 from pymongo.database import Database
@@ -31,17 +46,27 @@ from mappings.models import utcnow
 from mappings.rules import match_statement
 
 MAPPER = "mapper"
+STATE = "mapping_state"
+CHUNK = 200  # ids per $in: SecantusDB slows down on long $in lists
 log = logging.getLogger(__name__)
 
+Score = tuple[int, int, float, str]  # (timestamp in ms since the epoch, LRS seq, points, id)
+Pair = tuple[str, str]  # (learner, competency)
 
-def _find_by_ids(collection, ids: list[str], chunk: int = 200) -> Iterable[dict]:
-    """Documents by _id in chunks (SecantusDB slows down on long $in lists)."""
+
+def _find_by_ids(collection, ids: Sequence[str], projection: dict | None = None,
+                 chunk: int = CHUNK) -> Iterable[dict]:
+    """Documents by _id in chunks."""
     for i in range(0, len(ids), chunk):
-        yield from collection.find({"_id": {"$in": ids[i:i + chunk]}})
+        yield from collection.find({"_id": {"$in": list(ids[i:i + chunk])}}, projection)
 
 
 def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str:
     return f"{statement}|{learner}|{competency}|{rule}"
+
+
+def state_id(learner: str, framework: str) -> str:
+    return f"{learner}|{framework}"
 
 
 def _timestamp(stmt: dict) -> dt.datetime:
@@ -61,6 +86,19 @@ def _timestamp(stmt: dict) -> dt.datetime:
     return utcnow()
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ms(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - _EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _from_ms(value: int) -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=value)
+
+
 def _agents_of(actor: dict) -> list[dict]:
     if actor.get("objectType") == "Group":
         return list(actor.get("member") or ())
@@ -76,6 +114,61 @@ def _activity(stmt: dict) -> tuple[str | None, str | None]:
     return obj.get("id"), name
 
 
+def _score_of(e: dict) -> Score | None:
+    """An evidence record's score, or None when it does not count."""
+    if e.get("status") != "accepted" or e.get("voided"):
+        return None
+    overrides = [a["points"] for a in e.get("actions") or ()
+                 if a.get("action") == "override" and a.get("points") is not None]
+    points = overrides[-1] if overrides else e["points"]
+    return (_ms(e["timestamp"]), e["seq"], float(points), e["_id"])
+
+
+@lru_cache(maxsize=256)
+def _method(spec: str) -> calculation.Method:
+    return calculation.parse_method(spec)
+
+
+def _digest(doc: dict) -> str:
+    """What a record says (not when it was written), to skip rewriting unchanged records."""
+    body = {k: v for k, v in doc.items() if k != "updated_at"}
+    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+                           digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """A scale as plain values (reading mongoengine fields per record cost more CPU than
+    the database writes of a batch)."""
+
+    mastery_points: float
+    top_points: float
+    levels: tuple[tuple[float, str], ...]  # (points, name), highest first
+
+    @classmethod
+    def of(cls, scale) -> _Scale:
+        return cls(scale.mastery_points, scale.top_points,
+                   tuple(sorted(((lv.points, lv.name) for lv in scale.levels), reverse=True)))
+
+    def level_for(self, points: float) -> str | None:
+        for level_points, name in self.levels:
+            if points >= level_points - 1e-9:
+                return name
+        return None
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What the engine needs of one competency, read once per catalog."""
+
+    framework: str
+    scale: _Scale
+    method: str
+    rolls_up: bool
+    ancestors: tuple[str, ...]
+    children: tuple[str, ...]
+
+
 @dataclass
 class BatchResult:
     statements: int = 0
@@ -83,6 +176,81 @@ class BatchResult:
     retracted: int = 0
     pairs: set[tuple[str, str]] = field(default_factory=set)
     credits_changed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _LearnerState:
+    """One learner's scores per competency (of the frameworks loaded), and the digests of
+    the records last written from them. A competency is present once it has any evidence,
+    counted or not (it then has a mastery record, possibly without points)."""
+
+    leaves: dict[str, list[Score]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+class _Levels:
+    """A learner's records computed from their scores, memoised: each competency's
+    (points, mastered, evidence ids, document) -- None where there is no record."""
+
+    def __init__(self, engine: Engine, learner: str, state: _LearnerState):
+        self.engine = engine
+        self.catalog = engine.catalog
+        self.learner = learner
+        self.state = state
+        self._memo: dict[str, dict | None] = {}
+
+    def forget(self, competency: str) -> None:
+        self._memo.pop(competency, None)
+        for parent in self.engine.meta(competency).ancestors:
+            self._memo.pop(parent, None)
+
+    def record(self, competency: str) -> dict | None:
+        if competency in self._memo:
+            return self._memo[competency]
+        self._memo[competency] = doc = self._compute(competency)
+        return doc
+
+    def _compute(self, competency: str) -> dict | None:
+        catalog, engine = self.catalog, self.engine
+        meta = engine.meta(competency)
+        if meta.rolls_up:
+            children = meta.children
+            known = {c: doc for c in children if (doc := self.record(c)) is not None}
+            if not known:
+                return None
+            rule = catalog.competencies[competency].rollup
+            states = {child: calculation.ChildState(
+                points=known[child]["points"] if child in known else None,
+                mastered=bool(known[child]["mastered"]) if child in known else False,
+                top_points=engine.meta(child).scale.top_points) for child in children}
+            scale = meta.scale
+            try:
+                points, mastered = calculation.rollup(
+                    rule.method, states, required=list(rule.required or ()),
+                    points_needed=rule.points, scale=scale)
+            except ValueError as exc:
+                engine._record_error(f"{self.learner}|{competency}", "rollup", exc)
+                return None
+            behind = sorted({e for doc in known.values() for e in doc["evidence"]})
+            doc = engine._mastery_doc(self.learner, competency, points, scale,
+                                      f"rollup:{rule.method}", behind, from_children=True,
+                                      mastered=mastered)
+            # Sorted so that the record does not depend on the order of processing.
+            doc["children"] = sorted([c, d["points"], d["mastered"], d["evidence"]]
+                                     for c, d in known.items())
+            return doc
+        scores = self.state.leaves.get(competency)
+        if scores is None:
+            return None
+        scale, method = meta.scale, meta.method
+        try:
+            points = calculation.calculate(_method(method), [s[2] for s in scores],
+                                           scale.mastery_points)
+        except ValueError as exc:
+            engine._record_error(f"{self.learner}|{competency}", "mastery", exc)
+            return None
+        return engine._mastery_doc(self.learner, competency, points, scale, method,
+                                   [s[3] for s in scores], from_children=False)
 
 
 class Engine:
@@ -99,7 +267,28 @@ class Engine:
         self.mastery = db["mastery"]
         self.credits = db["credits"]
         self.audit = db["audit"]
+        self.states = db[STATE]
         self.identities = IdentityCache()
+        self._meta: dict[str, _Meta] = {}
+        # Frameworks each credit rule's competencies belong to (its records live there).
+        self._rule_frameworks = {
+            rule.identifier: sorted({catalog.competencies[c].framework
+                                     for c in [*rule.competencies, *(rule.required or ())]
+                                     if c in catalog.competencies} | {rule.framework})
+            for rule in catalog.credit_rules}
+
+    def meta(self, competency: str) -> _Meta:
+        meta = self._meta.get(competency)
+        if meta is None:
+            catalog = self.catalog
+            meta = self._meta[competency] = _Meta(
+                framework=catalog.competencies[competency].framework,
+                scale=_Scale.of(catalog.scale_of(competency)),
+                method=catalog.method_of(competency),
+                rolls_up=catalog.rolls_up(competency),
+                ancestors=tuple(catalog.ancestors(competency)),
+                children=tuple(catalog.children.get(competency, ())))
+        return meta
 
     # -- statements -> evidence ---------------------------------------------------------
     def drafts_for(self, stmt: dict, provider: str | None):
@@ -153,13 +342,20 @@ class Engine:
                                 "status": "pending" if draft.review else "accepted",
                                 "voided": False, "actions": []})
                     result.pairs.add((learner, draft.competency))
+        stale: set[Pair] = set()
         if ops:
-            self._write_evidence(ops)
+            stale |= self._write_evidence(ops)
             result.evidence = len(ops)
         if voided_targets:
-            result.retracted = self._retract(voided_targets, result.pairs)
+            retracted = self._retract(voided_targets)
+            result.retracted = len(retracted)
+            stale |= retracted
+            result.pairs |= retracted
         if result.pairs:
-            result.credits_changed = self.recompute(result.pairs)
+            new: dict[Pair, list[dict]] = defaultdict(list)
+            for op in ops:
+                new[(op["learner"], op["competency"])].append(op)
+            result.credits_changed = self.recompute(result.pairs, new=new, stale=stale)
         return result
 
     def _record_error(self, subject: str, kind: str, exc: Exception) -> None:
@@ -170,14 +366,15 @@ class Engine:
             {"$set": {"kind": kind, "subject": subject, "error": f"{type(exc).__name__}: {exc}",
                       "at": utcnow()}}, upsert=True)
 
-    def _write_evidence(self, docs: list[dict]) -> None:
+    def _write_evidence(self, docs: list[dict]) -> set[Pair]:
         """Insert new evidence; evidence seen before (re-processing after a crash, or a
         recompute) is updated instead, keeping its status and the teacher's decisions.
         Why not upsert everything: an insert costs SecantusDB half what an upsert does,
-        and evidence is nearly always new."""
+        and evidence is nearly always new. Returns the pairs that had evidence seen
+        before: what is stored for them is what counts, so they are read back."""
         try:
             self.evidence.insert_many(docs, ordered=False)
-            return
+            return set()
         except pymongo.errors.BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != 11000 for e in errors):
@@ -188,110 +385,190 @@ class Engine:
             pymongo.UpdateOne({"_id": d["_id"]},
                               {"$set": {k: v for k, v in d.items() if k not in kept}})
             for d in seen], ordered=False)
+        return {(d["learner"], d["competency"]) for d in seen}
 
-    def _retract(self, statement_ids: list[str], pairs: set[tuple[str, str]]) -> int:
+    def _retract(self, statement_ids: list[str]) -> set[Pair]:
         """A voided statement's evidence stops counting (kept, marked, for the record)."""
         affected = list(self.evidence.find({"statement": {"$in": statement_ids}},
                                            {"learner": 1, "competency": 1}))
         if not affected:
-            return 0
+            return set()
         self.evidence.update_many({"statement": {"$in": statement_ids}},
                                   {"$set": {"voided": True}})
-        pairs.update((e["learner"], e["competency"]) for e in affected)
-        return len(affected)
+        return {(e["learner"], e["competency"]) for e in affected}
 
     # -- evidence -> mastery -> roll-ups -> credit ------------------------------------
-    def recompute(self, pairs: set[tuple[str, str]]) -> list[str]:
+    def recompute(self, pairs: set[Pair], *, new: dict[Pair, list[dict]] | None = None,
+                  stale: set[Pair] | None = None) -> list[str]:
         """Recompute mastery for the given (learner, competency) pairs, their ancestors'
-        roll-ups and the credits that use any of them; returns changed credit ids."""
+        roll-ups and the credits that use any of them; returns changed credit ids.
+
+        ``new`` is a batch's freshly inserted evidence per pair, merged into the learners'
+        states in memory; the pairs in ``stale`` -- and, when ``new`` is not given, all
+        pairs (teacher decisions, merges, `recompute`) -- are read from ``evidence``."""
         catalog = self.catalog
         pairs = {(lr, c) for lr, c in pairs if c in catalog.competencies}
         if not pairs:
             return []
-        learners = sorted({lr for lr, _ in pairs})
-        competencies = sorted({c for _, c in pairs})
-        scores: dict[tuple[str, str], list[tuple[dt.datetime, int, float, str]]] = \
-            defaultdict(list)
-        for e in self.evidence.find(
-                {"learner": {"$in": learners}, "competency": {"$in": competencies},
-                 "status": "accepted", "voided": False},
-                {"learner": 1, "competency": 1, "timestamp": 1, "seq": 1, "points": 1,
-                 "actions": 1}):
-            key = (e["learner"], e["competency"])
-            if key in pairs:
-                overrides = [a["points"] for a in e.get("actions") or ()
-                             if a.get("action") == "override" and a.get("points") is not None]
-                points = overrides[-1] if overrides else e["points"]
-                scores[key].append((e["timestamp"], e["seq"], points, e["_id"]))
+        new = new or {}
+        stale = set(pairs) if not new else {p for p in (stale or ()) if p in pairs}
+        touched = {(lr, rule.identifier): rule for lr, c in pairs
+                   for comp in (c, *self.meta(c).ancestors)
+                   for rule in catalog.credits_by_competency.get(comp, ())}
+        wanted: set[tuple[str, str]] = {(lr, self.meta(c).framework)
+                                        for lr, c in pairs}
+        for lr, rule_id in touched:
+            wanted.update((lr, fw) for fw in self._rule_frameworks.get(rule_id, ()))
+        states, fresh = self._load_states(wanted)
+        # Pairs of a learner whose state had to be built from evidence are read, not merged.
+        forced = {p for p in pairs
+                  if (p[0], self.meta(p[1]).framework) in fresh} | stale
+        self._read_pairs({p for p in stale
+                          if (p[0], self.meta(p[1]).framework) not in fresh},
+                         states)
+        for pair in pairs - forced:
+            learner, competency = pair
+            scores = states[learner].leaves.setdefault(competency, [])
+            have = {s[3] for s in scores}
+            added = [s for e in new.get(pair, ()) if (s := _score_of(e)) and s[3] not in have]
+            if added:
+                scores.extend(added)
+                scores.sort()
 
-        # Read only the records this batch needs: the pairs and their ancestors. A parent
-        # keeps its children's states, and a credit its mastered list, so siblings and a
-        # learner's other records are never read.
-        needed = set(pairs)
+        levels = {lr: _Levels(self, lr, states[lr]) for lr in {lr for lr, _ in pairs}}
+        affected = set(pairs)
         for learner, competency in pairs:
-            needed.update((learner, parent) for parent in catalog.ancestors(competency))
-        current = {(m["learner"], m["competency"]): m for m in _find_by_ids(
-            self.mastery, [f"{lr}|{c}" for lr, c in needed])}
-        changed: dict[tuple[str, str], dict] = {}
-        for key in pairs:
-            learner, competency = key
-            if catalog.rolls_up(competency):
+            affected.update((learner, p) for p in self.meta(competency).ancestors)
+        inserts, writes = [], []
+        for learner, competency in sorted(affected):
+            doc = levels[learner].record(competency)
+            if doc is None:
                 continue
-            items = sorted(scores.get(key, ()), key=lambda item: (item[0], item[1]))
-            scale = catalog.scale_of(competency)
-            method = catalog.method_of(competency)
-            try:
-                points = calculation.calculate(method, [i[2] for i in items],
-                                               scale.mastery_points)
-            except ValueError as exc:
-                self._record_error(f"{learner}|{competency}", "mastery", exc)
+            digest = _digest(doc)
+            known = states[learner].digests
+            if (learner, competency) not in forced and known.get(competency) == digest:
                 continue
-            changed[key] = self._mastery_doc(learner, competency, points, scale, method,
-                                             [i[3] for i in items], from_children=False)
-            current[key] = changed[key]
-
-        # Roll-ups, nearest parents first, so grandparents see their updated children.
-        parents = sorted({(lr, p) for lr, c in pairs for p in catalog.ancestors(c)},
-                         key=lambda lp: len(catalog.ancestors(lp[1])), reverse=True)
-        for learner, parent in parents:
-            if not catalog.rolls_up(parent):
-                continue
-            rule = catalog.competencies[parent].rollup
-            known = {c: (p, m, ev) for c, p, m, ev in
-                     (current.get((learner, parent)) or {}).get("children", ())}
-            for child in catalog.children.get(parent, ()):
-                doc = changed.get((learner, child))
-                if doc is not None:
-                    known[child] = (doc["points"], doc["mastered"], doc["evidence"])
-            states = {child: calculation.ChildState(
-                points=known[child][0] if child in known else None,
-                mastered=bool(known[child][1]) if child in known else False,
-                top_points=catalog.scale_of(child).top_points)
-                for child in catalog.children.get(parent, ())}
-            scale = catalog.scale_of(parent)
-            try:
-                points, mastered = calculation.rollup(
-                    rule.method, states, required=list(rule.required or ()),
-                    points_needed=rule.points, scale=scale)
-            except ValueError as exc:
-                self._record_error(f"{learner}|{parent}", "rollup", exc)
-                continue
-            behind = sorted({e for child in states for e in known.get(child, (0, 0, ()))[2]})
-            doc = self._mastery_doc(learner, parent, points, scale, f"rollup:{rule.method}",
-                                    behind, from_children=True, mastered=mastered)
-            # Sorted so that the record does not depend on the order of processing.
-            doc["children"] = sorted([c, *known[c]] for c in known
-                                     if c in catalog.children.get(parent, ()))
-            changed[(learner, parent)] = doc
-            current[(learner, parent)] = doc
-
-        writes = [pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
-                  for d in changed.values()]
+            if competency not in known and \
+                    (learner, self.meta(competency).framework) not in fresh:
+                inserts.append(doc)  # never written: an insert costs a third of a replace
+            else:
+                writes.append(pymongo.ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
+            known[competency] = digest
+        credit_writes, audits, changed_ids = self._credits(touched, levels, states)
         if self.guard is not None:
             self.guard()
+        if inserts:
+            self._insert_or_replace(self.mastery, inserts)
         if writes:
             self.mastery.bulk_write(writes, ordered=False)
-        return self._update_credits(changed, current)
+        if audits:
+            # Before the credits: a retried batch finds the old credit, makes the same
+            # audit records (same ids) again, and they are kept once.
+            try:
+                self.audit.insert_many(audits, ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        if credit_writes:
+            self.credits.bulk_write(credit_writes, ordered=False)
+        # Last: a state is never ahead of the records it describes.
+        self._save_states(states, {lr for lr, _ in wanted})
+        return changed_ids
+
+    @staticmethod
+    def _insert_or_replace(collection, docs: list[dict]) -> None:
+        """Insert records believed new; any that exists after all (a batch retried after
+        its records were written, before its state was) is replaced."""
+        try:
+            collection.insert_many(docs, ordered=False)
+            return
+        except pymongo.errors.BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            seen = [docs[e["index"]] for e in errors]
+        collection.bulk_write([pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
+                               for d in seen], ordered=False)
+
+    def _load_states(self, wanted: set[tuple[str, str]]
+                     ) -> tuple[dict[str, _LearnerState], set[tuple[str, str]]]:
+        """The learners' states for these frameworks; those never stored (new learners,
+        or after `recompute`) are built from all of the learner's evidence there."""
+        states: dict[str, _LearnerState] = defaultdict(_LearnerState)
+        found = set()
+        for doc in _find_by_ids(self.states, sorted(state_id(lr, fw) for lr, fw in wanted)):
+            found.add((doc["learner"], doc["framework"]))
+            body = orjson.loads(doc["s"])
+            state = states[doc["learner"]]
+            state.leaves.update({c: [tuple(s) for s in scores]
+                                 for c, scores in body["leaves"].items()
+                                 if c in self.catalog.competencies})
+            state.digests.update(body["digests"])
+        missing = wanted - found
+        by_learner: dict[str, set[str]] = defaultdict(set)
+        for lr, fw in missing:
+            by_learner[lr].add(fw)
+            states.setdefault(lr, _LearnerState())  # a learner without evidence yet
+        learners = sorted(by_learner)
+        for i in range(0, len(learners), CHUNK):
+            for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
+                                        {"learner": 1, "competency": 1, "framework": 1,
+                                         "timestamp": 1, "seq": 1, "points": 1,
+                                         "actions": 1, "status": 1, "voided": 1}):
+                competency = e["competency"]
+                info = self.catalog.competencies.get(competency)
+                if info is None or info.framework not in by_learner[e["learner"]]:
+                    continue
+                scores = states[e["learner"]].leaves.setdefault(competency, [])
+                if (score := _score_of(e)) is not None:
+                    scores.append(score)
+        for lr in learners:
+            for scores in states[lr].leaves.values():
+                scores.sort()
+        return states, missing
+
+    def _read_pairs(self, pairs: set[Pair], states: dict[str, _LearnerState]) -> None:
+        """Replace these pairs' scores with what ``evidence`` holds."""
+        if not pairs:
+            return
+        by_learner: dict[str, set[str]] = defaultdict(set)
+        for lr, c in pairs:
+            by_learner[lr].add(c)
+            states[lr].leaves[c] = []
+        learners = sorted(by_learner)
+        for i in range(0, len(learners), CHUNK):
+            chunk = learners[i:i + CHUNK]
+            competencies = sorted({c for lr in chunk for c in by_learner[lr]})
+            for e in self.evidence.find(
+                    {"learner": {"$in": chunk}, "competency": {"$in": competencies}},
+                    {"learner": 1, "competency": 1, "timestamp": 1, "seq": 1, "points": 1,
+                     "actions": 1, "status": 1, "voided": 1}):
+                if e["competency"] in by_learner[e["learner"]] and \
+                        (score := _score_of(e)) is not None:
+                    states[e["learner"]].leaves[e["competency"]].append(score)
+        for lr, c in pairs:
+            states[lr].leaves[c].sort()
+
+    def _save_states(self, states: dict[str, _LearnerState], learners: set[str]) -> None:
+        writes = []
+        for learner in sorted(learners):
+            state = states[learner]
+            by_framework: dict[str, dict] = defaultdict(lambda: {"leaves": {}, "digests": {}})
+            for c, scores in state.leaves.items():
+                info = self.catalog.competencies.get(c)
+                if info is not None:
+                    by_framework[info.framework]["leaves"][c] = scores
+            for c, digest in state.digests.items():
+                info = self.catalog.competencies.get(c)
+                if info is not None:
+                    by_framework[info.framework]["digests"][c] = digest
+            for framework, body in by_framework.items():
+                key = state_id(learner, framework)
+                writes.append(pymongo.ReplaceOne(
+                    {"_id": key}, {"learner": learner, "framework": framework,
+                                   "s": orjson.dumps(body)}, upsert=True))
+        if writes:
+            self.states.bulk_write(writes, ordered=False)
 
     def _mastery_doc(self, learner: str, competency: str, points: float | None, scale,
                      method: str, evidence: list[str], *, from_children: bool,
@@ -300,35 +577,32 @@ class Engine:
         if mastered is None:
             mastered = calculation.is_mastered(points, scale.mastery_points)
         return {"_id": f"{learner}|{competency}", "learner": learner,
-                "competency": competency,
-                "framework": self.catalog.competencies[competency].framework,
-                "points": points, "level": level.name if level else None,
+                "competency": competency, "framework": self.meta(competency).framework,
+                "points": points, "level": level,
                 "mastered": bool(mastered), "method": method, "evidence": evidence,
                 "from_children": from_children, "updated_at": utcnow()}
 
-    def _update_credits(self, changed: dict[tuple[str, str], dict],
-                        current: dict[tuple[str, str], dict]) -> list[str]:
-        catalog = self.catalog
-        touched = {(lr, rule.identifier): rule for (lr, c) in changed
-                   for rule in catalog.credits_by_competency.get(c, ())}
+    # -- credits -----------------------------------------------------------------------
+    def _credits(self, touched: dict, levels: dict[str, _Levels],
+                 states: dict[str, _LearnerState]) -> tuple[list, list[dict], list[str]]:
         if not touched:
-            return []
-        existing = {d["_id"]: d for d in self.credits.find(
-            {"_id": {"$in": [f"{lr}|{r}" for lr, r in touched]}})}
+            return [], [], []
+        existing = {d["_id"]: d for d in _find_by_ids(
+            self.credits, sorted(f"{lr}|{r}" for lr, r in touched))}
         writes, audits, changed_ids = [], [], []
-        evidence_times: dict[str, dt.datetime] = {}
+        candidates_of: dict[str, set[str]] = {}
         for (learner, rule_id), rule in sorted(touched.items()):
             key = f"{learner}|{rule_id}"
             old = existing.get(key)
-            # The credit keeps its mastered list; only this batch's changes update it, so
-            # a learner's other mastery records need not be read.
-            mastered = set(old["mastered"]) if old else set()
-            for c in rule.competencies:
-                if (learner, c) in changed:
-                    if changed[(learner, c)]["mastered"]:
-                        mastered.add(c)
-                    else:
-                        mastered.discard(c)
+            mine = levels.get(learner) or _Levels(self, learner, states[learner])
+            # Only a competency with evidence under it can be mastered.
+            candidates = candidates_of.get(learner)
+            if candidates is None:
+                candidates = candidates_of[learner] = set(states[learner].leaves).union(
+                    *(self.meta(c).ancestors for c in states[learner].leaves))
+            records = {c: mine.record(c) for c in
+                       candidates.intersection([*rule.competencies, *(rule.required or ())])}
+            mastered = {c for c, doc in records.items() if doc and doc["mastered"]}
             try:
                 progress = calculation.evaluate_credit(list(rule.competencies), mastered,
                                                        required=list(rule.required or ()),
@@ -336,30 +610,38 @@ class Engine:
             except ValueError as exc:
                 self._record_error(f"{learner}|{rule_id}", "credit", exc)
                 continue
-            evidence_by = self._credit_evidence(old, changed, learner, progress.mastered)
+            # Pairs, not a dict: identifiers may contain dots.
+            evidence_by = [[c, list(records[c]["evidence"]) if records.get(c) else []]
+                           for c in progress.mastered]
             behind = sorted({e for _, ids in evidence_by for e in ids})
+            transitions = (old or {}).get("transitions", 0)
             doc = {"_id": key, "learner": learner, "rule": rule_id,
                    "mastered": list(progress.mastered), "missing": list(progress.missing),
                    "percent": progress.percent, "evidence": behind,
                    "evidence_by": evidence_by,
                    "awarded_at": old.get("awarded_at") if old else None,
-                   "revoked_at": old.get("revoked_at") if old else None}
+                   "revoked_at": old.get("revoked_at") if old else None,
+                   "transitions": transitions}
             was_awarded = bool(old and old.get("status") == "awarded")
             if progress.awarded:
                 doc["status"] = "awarded"
+                # Dated by the evidence that completed it, in timestamp order: a pure
+                # function of the evidence, whatever the batches and whenever noticed.
+                doc["awarded_at"] = self._awarded_since(learner, rule, states[learner])
                 if not was_awarded:
-                    # Dated by the evidence that completed it, not by when we noticed:
-                    # recomputing later must give the same date.
-                    doc["awarded_at"] = self._latest_time(behind, evidence_times)
                     doc["revoked_at"] = None
-                    audits.append({"at": utcnow(), "actor": MAPPER, "action": "credit_awarded",
+                    doc["transitions"] = transitions + 1
+                    audits.append({"_id": f"{key}|{transitions + 1}|credit_awarded",
+                                   "at": utcnow(), "actor": MAPPER, "action": "credit_awarded",
                                    "subject": key, "detail": {
                                        "rule": rule_id, "percent": progress.percent,
                                        "mastered": list(progress.mastered)}})
             elif was_awarded:
                 doc["status"] = "revoked"
                 doc["revoked_at"] = utcnow()
-                audits.append({"at": doc["revoked_at"], "actor": MAPPER,
+                doc["transitions"] = transitions + 1
+                audits.append({"_id": f"{key}|{transitions + 1}|credit_revoked",
+                               "at": doc["revoked_at"], "actor": MAPPER,
                                "action": "credit_revoked", "subject": key,
                                "detail": {"rule": rule_id, "percent": progress.percent,
                                           "missing": list(progress.missing),
@@ -367,33 +649,43 @@ class Engine:
             else:
                 doc["status"] = "revoked" if old and old.get("status") == "revoked" \
                     else "in_progress"
-            if old is None or any(old.get(k) != doc.get(k) for k in doc):
+            if old is None or any(_plain(old.get(k)) != _plain(doc.get(k)) for k in doc):
                 doc["updated_at"] = utcnow()
                 writes.append(pymongo.ReplaceOne({"_id": key}, doc, upsert=True))
                 changed_ids.append(key)
-        if writes:
-            self.credits.bulk_write(writes, ordered=False)
-        if audits:
-            self.audit.insert_many(audits, ordered=True)
-        return changed_ids
+        return writes, audits, changed_ids
 
-    @staticmethod
-    def _credit_evidence(old: dict | None, changed: dict[tuple[str, str], dict],
-                         learner: str, mastered: Sequence[str]) -> list[list]:
-        """Per mastered competency, the evidence behind it: the changed record's, else what
-        the credit recorded before. Pairs, not a dict: identifiers may contain dots."""
-        previous = {c: ids for c, ids in (old or {}).get("evidence_by", ())}
-        out = []
-        for c in mastered:
-            doc = changed.get((learner, c))
-            out.append([c, list(doc["evidence"]) if doc is not None else previous.get(c, [])])
-        return out
+    def _awarded_since(self, learner: str, rule, state: _LearnerState) -> dt.datetime | None:
+        """When the credit last became awarded, replaying the learner's counted evidence in
+        timestamp order (evidence with the same timestamp together)."""
+        scope = set(rule.competencies) | set(rule.required or ())
+        relevant = [c for c in state.leaves
+                    if c in scope or scope.intersection(self.meta(c).ancestors)]
+        events = sorted((s, c) for c in relevant for s in state.leaves[c])
+        replay = _Levels(self, learner, _LearnerState())
+        competencies = list(rule.competencies)
+        required = list(rule.required or ())
+        since: int | None = None
+        i = 0
+        while i < len(events):
+            moment = events[i][0][0]
+            while i < len(events) and events[i][0][0] == moment:
+                score, c = events[i]
+                replay.state.leaves.setdefault(c, []).append(score)
+                replay.forget(c)
+                i += 1
+            mastered = {c for c in scope if (doc := replay.record(c)) and doc["mastered"]}
+            awarded = calculation.evaluate_credit(competencies, mastered, required=required,
+                                                  min_percent=rule.min_percent).awarded
+            if awarded and since is None:
+                since = moment
+            elif not awarded:
+                since = None
+        return _from_ms(since) if since is not None else None
 
-    def _latest_time(self, evidence_ids: list[str], cache: dict[str, dt.datetime]
-                     ) -> dt.datetime | None:
-        missing = [e for e in evidence_ids if e not in cache]
-        if missing:
-            for e in self.evidence.find({"_id": {"$in": missing}}, {"timestamp": 1}):
-                cache[e["_id"]] = e["timestamp"]
-        times = [cache[e] for e in evidence_ids if e in cache]
-        return max(times) if times else None
+
+def _plain(value):
+    """Comparable across a database round trip (stored datetimes come back in UTC)."""
+    if isinstance(value, dt.datetime):
+        return _ms(value)
+    return value

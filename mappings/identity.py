@@ -118,7 +118,7 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
     """After a merge: re-key the old learner's evidence to the new one (teacher decisions
     kept), drop the old learner's derived records and recompute the new learner's."""
     from mappings import catalog as catalog_module
-    from mappings.engine import evidence_id
+    from mappings.engine import STATE, evidence_id
     from mappings.worker import apply_dirty_now, mark_dirty
 
     moved = []
@@ -130,6 +130,7 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
         moved.append(doc["competency"])
     db["mastery"].delete_many({"learner": from_learner})
     db["credits"].delete_many({"learner": from_learner})
+    db[STATE].delete_many({"learner": from_learner})
     # Running workers drop their identity caches (the merged learner no longer exists).
     catalog_module.bump()
     mark_dirty(db, {(to_learner, c) for c in moved})

@@ -27,14 +27,14 @@ from pymongo.database import Database
 
 from lrs.store import StatementStore
 from mappings import catalog as catalog_module
-from mappings.engine import BatchResult, Engine
+from mappings.engine import STATE, BatchResult, Engine
 from mappings.models import ensure_indexes, utcnow
 
 log = logging.getLogger(__name__)
 
 WORKER_ID = "mapper"
 LEASE_SECONDS = 10.0
-BATCH = 500
+BATCH = 2000
 
 
 @dataclass
@@ -224,6 +224,7 @@ def _recompute(db: Database, store: StatementStore, holder: Worker, *, learner: 
     if framework:
         query["framework"] = framework
     db["mastery"].delete_many(query)
+    db[STATE].delete_many(query)  # the engine's states are rebuilt from evidence
     done = 0
     position = 0
     while position < watermark:

@@ -85,11 +85,13 @@ def batches(statements: list[dict]) -> list[bytes]:
 class App:
     """The app under gunicorn, as a separate process, on the benchmark's database."""
 
-    def __init__(self, data_dir: Path, uri: str):
+    def __init__(self, data_dir: Path, uri: str, db_name: str = "bench", **settings: str):
+        """``settings``: further MASTERYHUB_* variables, e.g. ``WORKER="off"``."""
         self.port = free_port()
         env = dict(os.environ, MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
                    MASTERYHUB_PORT=str(self.port), MASTERYHUB_LOG_LEVEL="WARNING",
-                   MASTERYHUB_DB_NAME="bench")
+                   MASTERYHUB_DB_NAME=db_name,
+                   **{f"MASTERYHUB_{k}": v for k, v in settings.items()})
         self.process = subprocess.Popen(
             [sys.executable, "-m", "masteryhub.cli", "serve", "--workers", "2"], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

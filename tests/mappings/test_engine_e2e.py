@@ -469,3 +469,63 @@ def test_api_guards_review_and_listing(client, xapi_headers, db, catalog):
     assert voided.status_code == 400 and "voided" in voided.get_json()["error"]["message"]
     status = client.get("/api/worker", headers=auth).get_json()
     assert status["lag"] == 0 and status["errors"] == []
+
+
+def drain_in_batches(db, batch: int) -> None:
+    """Like drain, with a worker of the given batch size."""
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    while store.watermark().seq < store.last_seq():
+        time.sleep(0.01)
+    worker = Worker(db, name=f"batch-{batch}", batch=batch)
+    try:
+        while (db["worker_state"].find_one({"_id": WORKER_ID}) or {}).get("position", 0) \
+                < store.watermark().seq:
+            worker.run_once()
+    finally:
+        worker.release()
+
+
+@pytest.mark.parametrize("batch", [1, 3, 500])
+def test_awarded_at_does_not_depend_on_batches_or_arrival_order(
+        client, xapi_headers, db, catalog, batch):
+    """The credit is dated by the evidence that completed it in timestamp order: 9
+    competencies in September, a 10th on 1 October, and an 11th, arriving last, dated
+    15 September -- which completed the set first."""
+    email = "lea@school.example.edu"
+    statements = [quiz(email, code, 0.9, when=f"2026-09-{i + 1:02d}T10:00:00Z")
+                  for i, code in enumerate(LEAVES[:9])]
+    statements += [quiz(email, LEAVES[9], 0.9, when="2026-10-01T10:00:00Z"),
+                   quiz(email, LEAVES[10], 0.9, when="2026-09-15T10:00:00Z")]
+    post(client, xapi_headers, statements)
+    drain_in_batches(db, batch)
+    learner = learner_of(db, email)
+    credit = db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})
+    assert credit["status"] == "awarded"
+    assert credit["awarded_at"].isoformat().startswith("2026-09-15T10:00:00")
+    incremental = snapshot(db)
+    recompute(db)
+    assert snapshot(db) == incremental
+
+
+def test_a_retried_batch_does_not_duplicate_credit_audit_records(
+        client, xapi_headers, db, catalog):
+    email = "max@school.example.edu"
+    post(client, xapi_headers, [quiz(email, code, 0.9, when=f"2026-09-{i + 1:02d}T10:00:00Z")
+                                for i, code in enumerate(LEAVES[:9])])
+    drain(db)
+    learner = learner_of(db, email)
+    before = db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})
+    position = db["worker_state"].find_one({"_id": WORKER_ID})["position"]
+    post(client, xapi_headers, [quiz(email, LEAVES[9], 0.9, when="2026-10-01T10:00:00Z")])
+    drain(db)
+    assert db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})["status"] == "awarded"
+    # The worker died after writing the audit record, before the credit and its position:
+    # the batch runs again and finds the credit as it was.
+    db["credits"].replace_one({"_id": before["_id"]}, before)
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": position}})
+    drain(db)
+    assert db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})["status"] == "awarded"
+    subject = f"{learner}|{CREDIT}"
+    assert db["audit"].count_documents({"subject": subject, "action": "credit_awarded"}) == 1
