@@ -70,11 +70,9 @@ def _describe(exc: Exception) -> ServiceError:
     if isinstance(exc, LtiServiceException):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
-        url = getattr(response, "url", "") or ""
-        body = (getattr(response, "text", "") or "").strip().replace("\n", " ")[:200]
-        text = re.sub(r"\s+", " ", str(exc.args[0] if exc.args else exc))
-        return ServiceError(f"{text} HTTP {status} from {url}" + (f": {body}" if body else ""),
-                            status=status)
+        body = re.sub(r"\s+", " ", getattr(response, "text", "") or "").strip()[:200]
+        text = re.sub(r"\s+", " ", str(exc))  # names the URL and the HTTP status
+        return ServiceError(text + (f" ({body})" if body else ""), status=status)
     if isinstance(exc, requests.Timeout):
         return ServiceError(f"the platform did not answer in time ({exc})")
     if isinstance(exc, requests.RequestException):

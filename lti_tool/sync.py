@@ -292,6 +292,13 @@ class GradeSync:
         by_course: dict[str, list[dict]] = defaultdict(list)
         for item in items:
             by_course[item["course"]].append(item)
+        # A course that failed but has nothing left to post (its items were dropped, or
+        # posted by an operator's run) is not failing any more.
+        for doc in self.db[FAILURES].find({"kind": "grades", "next_attempt_at": {"$lte": now}},
+                                          {"course": 1}):
+            if doc["course"] not in by_course and not self.db[grades.QUEUE].find_one(
+                    {"course": doc["course"]}, {"_id": 1}):
+                self.db[FAILURES].delete_one({"_id": doc["_id"]})
         catalog = self.catalog()
         for course_id, course_items in sorted(by_course.items()):
             self.check_lease()

@@ -340,3 +340,12 @@ def test_grades_and_roster_commands(course, lti_app, db, quiz, post_statements, 
     assert json.loads(out.output)["members"] == 4
     out = runner.invoke(main, ["roster", "sync", "demo|no-such-course"])
     assert out.exit_code == 1 and "no course" in out.output
+
+
+def test_one_process_posts_at_a_time(lti_app, db):
+    with lti_app.app_context():
+        first, second = GradeSync(db, name="a"), GradeSync(db, name="b")
+        assert first.run_once() is not None
+        assert second.run_once() is None  # the lease is held: it stands by
+        first.release()
+        assert second.run_once() is not None
