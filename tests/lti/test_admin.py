@@ -536,6 +536,17 @@ def test_admins_commands(app, db):
     assert login(client, "second@hub.example.edu", generated).status_code == 303
     assert AdminSession.objects(email="second@hub.example.edu").count() == 1
 
+    result = runner.invoke(cli, ["password", "second@hub.example.edu", "--generate-password"],
+                           obj=obj)
+    assert result.exit_code == 0, result.output
+    assert AdminSession.objects(email="second@hub.example.edu").count() == 0  # signed out
+    assert client.get("/admin/status").status_code == 302
+    newer = re.search(r"Password \(shown once\): (\S+)", result.output).group(1)
+    assert login(client, "second@hub.example.edu", generated).status_code == 403
+    assert login(client, "second@hub.example.edu", newer).status_code == 303
+    result = runner.invoke(cli, ["password", "nobody@hub.example.edu"], obj=obj)
+    assert result.exit_code != 0 and "no admin account" in result.output
+
     result = runner.invoke(cli, ["list", "--json"], obj=obj)
     assert [r["email"] for r in json.loads(result.output)] == ["ops@hub.example.edu",
                                                                "second@hub.example.edu"]
@@ -547,6 +558,7 @@ def test_admins_commands(app, db):
     assert result.exit_code != 0 and "no admin account" in result.output
     actions = [a.action for a in AuditEntry.objects.order_by("at")]
     assert actions.count("admin.add") == 2 and "admin.remove" in actions
+    assert "admin.password" in actions
 
 
 def test_masteryhub_cli_has_the_admins_group():
