@@ -68,7 +68,8 @@ def _db():
 
 
 def _ip() -> str:
-    # Behind a proxy, configure werkzeug's ProxyFix so this is the client's address.
+    # Behind a proxy this is the client's address only when forwarded headers are trusted
+    # (ProxyFix); otherwise every client shares the proxy's throttle.
     return request.remote_addr or "unknown"
 
 
