@@ -37,10 +37,16 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     """
     settings = settings or Settings.from_env()
     uri = mongodb_uri or resolve_mongodb_uri(settings)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from masteryhub import observability
+
+    observability.configure_logging(settings)  # LOG_FORMAT json|text, request ids
 
     app = Flask("masteryhub", instance_path=str(settings.data_dir))
+    if settings.proxy_hops:  # client address and scheme as the ingress saw them
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MASTERYHUB_SETTINGS=settings,
@@ -51,6 +57,7 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     db = connect(uri, database_name(uri, settings.db_name), settings.db_timeout_ms)
     app.extensions["masteryhub.db"] = db
     app.extensions["masteryhub.settings"] = settings
+    observability.init_app(app, settings)  # first hooks: request id, access log, /metrics
 
     from lrs.store import StatementStore
     from lrs.web import init_app as init_lrs

@@ -177,14 +177,22 @@ def _serve_development(settings: Settings, uri: str) -> None:
 def _serve_gunicorn(settings: Settings, uri: str, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
+    from masteryhub import observability
+
+    # The worker processes share request metrics through files here (see observability).
+    metrics_dir = observability.prepare_multiprocess_metrics()
+
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{settings.port}")
             self.cfg.set("workers", workers)
             self.cfg.set("threads", 4)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("accesslog", "-")
+            # No gunicorn access log: the app logs each request (with its request id, and
+            # without the tokens that raw request lines carry).
             self.cfg.set("proc_name", "masteryhub")
+            self.cfg.set("child_exit", lambda server, worker: observability.worker_exited(
+                worker.pid))
 
         def load(self):
             # Called in each worker after fork: pymongo clients must not cross a fork.
@@ -195,8 +203,11 @@ def _serve_gunicorn(settings: Settings, uri: str, workers: int) -> None:
     click.echo(f"Mastery Hub {__version__} under gunicorn with {workers} workers: "
                f"open {settings.base_url}/. Press Ctrl-C to stop.")
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # gunicorn installs its own handlers
-    with contextlib.suppress(SystemExit):  # gunicorn's master exits this way on a signal
-        Gunicorn().run()
+    try:
+        with contextlib.suppress(SystemExit):  # gunicorn's master exits this way on a signal
+            Gunicorn().run()
+    finally:
+        observability.cleanup_multiprocess_metrics(metrics_dir)
 
 
 @main.group()
@@ -252,6 +263,39 @@ def db_status(as_json: bool) -> None:
     sys.exit(0 if info["running"] else 1)
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.option("--max-lag", type=click.IntRange(0), metavar="N",
+              help="Also fail when the mapping worker is more than N statements behind.")
+def health(as_json: bool, max_lag: int | None) -> None:
+    """Check the database answers (a health check for `masteryhub worker` containers) and
+    show the mapping worker's lag. Exit code 1 when unhealthy. Starts nothing."""
+    from masteryhub.app import DatabaseNotRunning, resolve_mongodb_uri
+    from masteryhub.observability import health_report
+
+    settings = load_settings()
+    try:
+        uri = resolve_mongodb_uri(settings)
+    except DatabaseNotRunning as exc:
+        report = {"status": "unavailable",
+                  "database": {"status": "unavailable", "reason": str(exc)}}
+    else:
+        report = health_report(uri, settings, max_lag=max_lag)
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+    else:
+        database = report["database"]
+        line = f"{report['status']}: database {database['status']}"
+        if "reason" in database:
+            line += f" ({database['reason']})"
+        if "worker" in report:
+            w = report["worker"]
+            line += (f"; mapping worker at {w['position']} of {w['watermark']} "
+                     f"(lag {w['lag']}), lease {'held' if w['lease_active'] else 'free'}")
+        click.echo(line)
+    sys.exit(0 if report["status"] == "ok" else 1)
+
+
 def _ping(uri: str) -> bool:
     import pymongo
 
@@ -276,9 +320,12 @@ def _register_product_commands() -> None:
     from lti_tool.sync_cli import COMMANDS as SYNC_COMMANDS
     from lti_tool.sync_cli import alongside_worker
     from mappings.cli import COMMANDS
+    from masteryhub.backup import COMMANDS as BACKUP_COMMANDS
+    from masteryhub.migrate import COMMANDS as MIGRATE_COMMANDS
 
     main.add_command(credentials)
-    for command in (*COMMANDS, *LTI_COMMANDS, *SYNC_COMMANDS, *ADMIN_COMMANDS):
+    for command in (*COMMANDS, *LTI_COMMANDS, *SYNC_COMMANDS, *ADMIN_COMMANDS,
+                    *MIGRATE_COMMANDS, *BACKUP_COMMANDS):
         main.add_command(alongside_worker(command) if command.name == "worker" else command)
 
 

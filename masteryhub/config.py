@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 PREFIX = "MASTERYHUB_"
 ENVIRONMENTS = ("development", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 MIN_SECRET_LENGTH = 32
 
 
@@ -57,8 +58,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DB_TIMEOUT_MS", "5000", "how long a database operation may wait for the server"),
     Setting("WORKER", "thread", "`thread`: `masteryhub serve` runs the mapping worker; `off`: run "
             "`masteryhub worker` processes separately (scale-out)"),
+    Setting("LOG_FORMAT", None, "`json` (one object per line, with the request id) or `text`; "
+            "default `json` in production, `text` in development"),
+    Setting("PROXY_HOPS", "0", "reverse proxies in front of the app (ingress, load balancer) "
+            "whose X-Forwarded-For/-Proto/-Host headers are trusted; 0 = none"),
+    Setting("METRICS_TOKEN", None, "bearer token that `GET /metrics` requires; unset = /metrics "
+            "open in development and disabled in production"),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
+# ``MASTERYHUB_<NAME>_FILE=/path`` reads the value from a file (Docker and Kubernetes secrets).
+FILE_SUFFIX = "_FILE"
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,9 @@ class Settings:
     log_level: str = "INFO"
     db_timeout_ms: int = 5000
     worker: str = "thread"
+    log_format: str = "text"
+    proxy_hops: int = 0
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -88,9 +100,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate ``MASTERYHUB_*`` variables; raise :class:`ConfigError` listing all."""
         environ = os.environ if environ is None else environ
-        raw = {s.name: environ.get(PREFIX + s.name, s.default) for s in SETTINGS}
-        raw = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in raw.items()}
         problems: list[str] = []
+        raw = {s.name: _raw_value(environ, s, problems) for s in SETTINGS}
+        raw = {k: (v.strip() if isinstance(v, str) else v) or None for k, v in raw.items()}
 
         env = (raw["ENV"] or "development").lower()
         if env not in ENVIRONMENTS:
@@ -99,6 +111,7 @@ class Settings:
         port = _parse_int(raw["PORT"] or "8000", "PORT", 1, 65535, problems)
         timeout = _parse_int(raw["DB_TIMEOUT_MS"] or "5000", "DB_TIMEOUT_MS", 100, 600_000,
                              problems)
+        proxy_hops = _parse_int(raw["PROXY_HOPS"] or "0", "PROXY_HOPS", 0, 5, problems)
         host = raw["HOST"] or "127.0.0.1"
         if any(c.isspace() or c in "/?#" for c in host):
             problems.append(f"{PREFIX}HOST={host!r}: must be a host name or IP address")
@@ -148,6 +161,15 @@ class Settings:
         if worker not in ("thread", "off"):
             problems.append(f"{PREFIX}WORKER={raw['WORKER']!r}: must be thread or off")
 
+        log_format = (raw["LOG_FORMAT"] or ("json" if env == "production" else "text")).lower()
+        if log_format not in LOG_FORMATS:
+            problems.append(f"{PREFIX}LOG_FORMAT={raw['LOG_FORMAT']!r}: must be one of "
+                            f"{', '.join(LOG_FORMATS)}")
+
+        metrics_token = raw["METRICS_TOKEN"]
+        if metrics_token is not None and len(metrics_token) < 16:
+            problems.append(f"{PREFIX}METRICS_TOKEN: must be at least 16 characters")
+
         if problems:
             raise ConfigError(problems)
 
@@ -156,7 +178,24 @@ class Settings:
 
         return cls(env=env, mongodb_uri=uri, db_name=db_name, secret_key=secret,
                    base_url=base_url, data_dir=data_dir.resolve(), host=host, port=port,
-                   log_level=level, db_timeout_ms=timeout, worker=worker)
+                   log_level=level, db_timeout_ms=timeout, worker=worker,
+                   log_format=log_format, proxy_hops=proxy_hops, metrics_token=metrics_token)
+
+
+def _raw_value(environ: Mapping[str, str], setting: Setting, problems: list[str]) -> str | None:
+    """``MASTERYHUB_NAME``, or the content of the file ``MASTERYHUB_NAME_FILE`` names."""
+    name = PREFIX + setting.name
+    path = environ.get(name + FILE_SUFFIX)
+    if not path:
+        return environ.get(name, setting.default)
+    if environ.get(name):
+        problems.append(f"{name} and {name}{FILE_SUFFIX}: set one of them, not both")
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"{name}{FILE_SUFFIX}={path!r}: cannot read it ({exc.strerror})")
+        return None
 
 
 def _parse_int(value: str, name: str, low: int, high: int, problems: list[str]) -> int:
