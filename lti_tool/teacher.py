@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
 from mongoengine.connection import get_db
 
 from lrs.jsonio import loads_json
@@ -32,7 +33,8 @@ from lti_tool import access
 from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course, LaunchSession, Membership
 from lti_tool.web import error_page, launched
-from mappings import progress, review, self_report
+from mappings import calculation, progress, self_report
+from mappings import review as decisions
 from mappings.models import CreditRule, Learner, utcnow
 
 bp = Blueprint("teacher", __name__, url_prefix="/lti/s/<token>", template_folder="templates")
@@ -165,7 +167,12 @@ class ClassData:
     rules: dict[str, CreditRule]
 
 
-def load_class(db, session: LaunchSession) -> ClassData:
+def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> ClassData:
+    """Everything about the course's learners in a few queries whose size is bounded by the
+    class (learners x competencies), never by the whole evidence collection: memberships,
+    the course's competencies, one read of the mastery records, the credit records, the
+    pending evidence (by its status index) and a handful of evidence records by id for the
+    dates. ``cell_dates``: also each cell's newest evidence date (the CSV export)."""
     course = _course(session)
     scope = scope_of(course)
     members = _members(session)
@@ -173,48 +180,108 @@ def load_class(db, session: LaunchSession) -> ClassData:
     rows, _ = progress._rows(scope.competencies)
     by_id = {r.identifier: r for r in rows}
     rules = {r.identifier: r for r in CreditRule.objects(identifier__in=scope.credit_rules)}
-    in_rules = {c for r in rules.values() for c in r.competencies}
-    wanted = list(dict.fromkeys(list(by_id) + sorted(in_rules)))
-    matrix = progress.class_matrix(db, ids, wanted) if ids else {}
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    lasts: dict[tuple[str, str], dt.datetime] = {}
+    wanted = list(dict.fromkeys(list(by_id) + sorted(
+        {c for r in rules.values() for c in r.competencies})))
+    wanted_set = set(wanted)
+    # One read of the class's mastery records (index: learner, framework). A leaf's record
+    # lists the accepted, non-voided evidence behind it, oldest first (mappings.engine):
+    # its length is the evidence count and its last id the newest evidence.
+    records: dict[tuple[str, str], dict] = {}
+    if ids and scope.frameworks:
+        for m in db["mastery"].find(
+                {"learner": {"$in": ids}, "framework": {"$in": scope.frameworks}},
+                {"learner": 1, "competency": 1, "points": 1, "level": 1, "mastered": 1,
+                 "evidence": 1, "from_children": 1, "updated_at": 1}):
+            if m["competency"] in wanted_set:
+                records[(m["learner"], m["competency"])] = m
     pending: dict[str, int] = defaultdict(int)
     if ids and by_id:
+        learners = set(ids)
         for e in db["evidence"].find(
-                {"learner": {"$in": ids}, "competency": {"$in": list(by_id)},
-                 "status": {"$in": ["accepted", "pending"]}},
-                {"learner": 1, "competency": 1, "timestamp": 1, "voided": 1, "status": 1}):
-            if e.get("voided"):
-                continue
-            if e["status"] == "pending":
+                {"status": "pending", "framework": {"$in": scope.frameworks}},
+                {"learner": 1, "competency": 1, "voided": 1}):
+            if e["learner"] in learners and e["competency"] in by_id and not e.get("voided"):
                 pending[e["learner"]] += 1
-                continue
-            key = (e["learner"], e["competency"])
-            counts[key] += 1
-            when = _aware(e.get("timestamp"))
-            if when and (key not in lasts or when > lasts[key]):
-                lasts[key] = when
-    credits = progress.credit_rows(db, ids, scope.credit_rules) if ids else {}
+    stored_credits = {(c["learner"], c["rule"]): c for c in db["credits"].find(
+        {"learner": {"$in": ids}, "rule": {"$in": list(rules)}},
+        {"learner": 1, "rule": 1, "status": 1, "awarded_at": 1})} if ids and rules else {}
+    level_index = {r.identifier: {lv.name: i for i, lv in enumerate(r.levels, start=1)}
+                   for r in rows}
     lines = []
     for m in members:
         cells = {}
         for cid in wanted:
             row = by_id.get(cid)
-            record = matrix.get((m.learner, cid)) or {}
+            record = records.get((m.learner, cid)) or {}
+            leaf = not record.get("from_children")
             cell = Cell(cid, record.get("points"), record.get("level"),
                         mastered=bool(record.get("mastered")),
-                        evidence=counts.get((m.learner, cid), 0),
-                        last=lasts.get((m.learner, cid)))
+                        evidence=len(record.get("evidence") or ()) if leaf else 0)
             if row is not None:
                 cell.of = len(row.levels)
-                names = [lv.name for lv in row.levels]
-                if cell.level in names:
-                    cell.index = names.index(cell.level) + 1
+                cell.index = level_index[cid].get(cell.level)
             cells[cid] = cell
-        last = max((c.last for c in cells.values() if c.last), default=None)
+        mastered = {cid for cid, cell in cells.items() if cell.mastered}
+        credit_list = []
+        for rid in scope.credit_rules:
+            rule = rules.get(rid)
+            if rule is None:
+                continue
+            doc = stored_credits.get((m.learner, rid)) or {}
+            done = calculation.evaluate_credit(list(rule.competencies), mastered,
+                                               required=list(rule.required or ()),
+                                               min_percent=rule.min_percent)
+            credit_list.append(progress.CreditRow(
+                rid, rule.name, len(rule.competencies), len(done.mastered), rule.min_percent,
+                done.percent, doc.get("status", "in_progress"), doc.get("awarded_at"),
+                list(done.missing_required)))
         lines.append(LearnerLine(m.learner, m.name or m.email or m.user, m.email, cells,
-                                 credits.get(m.learner, []), last, pending[m.learner]))
+                                 credit_list, None, pending[m.learner]))
+    _newest_evidence(db, lines, records, cell_dates=cell_dates)
     return ClassData(course, scope, rows, lines, rules)
+
+
+def _newest_evidence(db, lines: list[LearnerLine], records: dict[tuple[str, str], dict], *,
+                     cell_dates: bool) -> None:
+    """Set each learner's newest accepted evidence time (and, with ``cell_dates``, each
+    cell's), reading only the newest evidence record of a few cells.
+
+    A mastery record is written after the evidence it lists, so no evidence in a cell is
+    newer than the cell's ``updated_at``. Per learner: read the newest evidence of the cell
+    written last (time T), then that of any other cell written at or after T; the newest of
+    those is the learner's newest evidence. Two reads of about one record per learner."""
+    newest: dict[str, tuple[str, str]] = {}  # evidence id -> (learner, competency)
+    for (learner, cid), m in records.items():
+        if not m.get("from_children") and m.get("evidence"):
+            newest[m["evidence"][-1]] = (learner, cid)
+    if not newest:
+        return
+    by_line = {line.learner: line for line in lines}
+
+    def read(evidence_ids) -> None:
+        for e in db["evidence"].find({"_id": {"$in": sorted(evidence_ids)}},
+                                     {"timestamp": 1}):
+            learner, cid = newest[e["_id"]]
+            line, when = by_line[learner], _aware(e["timestamp"])
+            line.cells[cid].last = when
+            if line.last is None or when > line.last:
+                line.last = when
+
+    if cell_dates:
+        read(newest)
+        return
+    written: dict[str, list[tuple[dt.datetime, str]]] = defaultdict(list)
+    for eid, (learner, cid) in newest.items():
+        stamp = _aware(records[(learner, cid)].get("updated_at")) or dt.datetime.min.replace(
+            tzinfo=dt.UTC)
+        written[learner].append((stamp, eid))
+    for cells in written.values():
+        cells.sort(reverse=True)
+    read(cells[0][1] for cells in written.values())
+    more = [eid for learner, cells in written.items() for stamp, eid in cells[1:]
+            if by_line[learner].last is not None and stamp >= by_line[learner].last]
+    if more:
+        read(more)
 
 
 # -- who needs support -----------------------------------------------------------------------
@@ -318,6 +385,33 @@ def _descendants(rows: list[progress.CompetencyRow], strand: str) -> set[str]:
     return out
 
 
+def heatmap_cells(line: LearnerLine, rows: list[progress.CompetencyRow], home: str,
+                  cell_path: dict[str, str]) -> Markup:
+    """A learner's cells of the heatmap. Written here rather than in the template: 1,200
+    cells of a 30 x 40 class took most of the page's time as Jinja expressions.
+
+    Each cell: the palette class of its level, the level's number (a tick when proficient,
+    a dash without evidence), and a label naming learner, competency and level, linking to
+    the learner's history of that competency."""
+    name = escape(line.name)
+    out = []
+    for r in rows:
+        cell = line.cells[r.identifier]
+        what = escape(r.code or r.statement)
+        if cell.index:
+            mark = "✓" if cell.mastered else ""
+            out.append(
+                f'<td class="cell"><a class="hm hm-{cell.step}{" mastered" if mark else ""}" '
+                f'href="{home}{cell_path[r.identifier]}" aria-label="{name}, {what}: '
+                f'{escape(cell.level)}{", proficient" if mark else ""}">{cell.index}{mark}</a>'
+                "</td>")
+        else:
+            out.append(f'<td class="cell"><a class="hm hm-0" href="{home}'
+                       f'{cell_path[r.identifier]}" aria-label="{name}, {what}: no evidence '
+                       'yet">&ndash;</a></td>')
+    return Markup("".join(out))
+
+
 @bp.get("/class/")
 @launched
 def class_view(session: LaunchSession):
@@ -378,11 +472,14 @@ def class_view(session: LaunchSession):
         if all(names != [lv.name for lv in legend] for legend in legends):
             legends.append(r.levels)
     credit_names = {rid: rule.name for rid, rule in data.rules.items()}
+    cells = {line.learner: heatmap_cells(line, shown, dashboard[line.learner], cell_path)
+             for line in lines}
     return render_template(
         "lti/teacher_class.html", session=session, course=data.course, rows=shown,
         all_rows=rows, strands=strands, strand=strand, query=query, lines=lines,
         total=len(data.lines), leaves=leaves, sort=sort, direction=direction,
         sort_url=sort_url, dashboard=dashboard, cell_path=cell_path, legends=legends,
+        cells=cells,
         support=support, days=days, stuck=stuck, rules=SUPPORT_RULES,
         credit_rule=credit_rule, credit_names=credit_names, placed=placed,
         pending=sum(line.pending for line in data.lines), steps=PALETTE_STEPS,
@@ -473,7 +570,7 @@ def _pending(db, session: LaunchSession, learners: list[str], competencies: list
 
 @bp.get("/review")
 @launched
-def review_queue(session: LaunchSession):
+def review(session: LaunchSession):
     """Evidence waiting for a teacher: the statement's details and the decision form."""
     _staff_only(session)
     db = get_db()
@@ -512,7 +609,7 @@ def decide(session: LaunchSession):
     if evidence is None or evidence["learner"] not in learners or \
             evidence["competency"] not in scope.competencies:
         abort(404)
-    if action not in review.ACTIONS:
+    if action not in decisions.ACTIONS:
         raise BadInput("Choose Approve, Reject or Override level.")
     if comment and len(comment) > MAX_COMMENT:
         raise BadInput(f"The comment is longer than {MAX_COMMENT} characters.")
@@ -530,11 +627,11 @@ def decide(session: LaunchSession):
         raise BadInput("A level is only chosen with Override level; leave it empty to approve "
                        "or reject.")
     try:
-        review.decide(db, evidence_id, action, by=session.name or session.user,
+        decisions.decide(db, evidence_id, action, by=session.name or session.user,
                       comment=comment, points=points, credential=f"lti:{session.user}")
-    except review.ReviewError as exc:
+    except decisions.ReviewError as exc:
         raise BadInput(f"The decision was not recorded: {exc}") from None
-    return redirect(url_for("teacher.review_queue", token=session.token,
+    return redirect(url_for("teacher.review", token=session.token,
                             decided=evidence_id) + "#decided", code=303)
 
 
@@ -608,7 +705,7 @@ def export_class(session: LaunchSession):
     """The class's mastery: one row per learner and competency of the course. Credit
     progress is a second file (export/class-credits.csv), one row per learner and credit."""
     _staff_only(session)
-    data = load_class(get_db(), session)
+    data = load_class(get_db(), session, cell_dates=True)
     rows = [row for line in data.lines for row in _competency_rows(line, data.rows)]
     return csv_response(COMPETENCY_HEADER, rows, f"{_file_stem(data.course)}-mastery.csv")
 
