@@ -360,10 +360,13 @@ def metrics() -> Response:
                 credential.strip().encode(), token.encode()):
             return Response("bearer token required\n", 401, mimetype="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-    from prometheus_client import CONTENT_TYPE_LATEST
+    from prometheus_client import exposition
 
+    # The 0.0.4 text format: what every Prometheus version (and other scrapers) reads.
+    content_type = getattr(exposition, "CONTENT_TYPE_PLAIN_0_0_4",
+                           exposition.CONTENT_TYPE_LATEST)
     body = render_metrics(current_app.extensions["masteryhub.db"])
-    return Response(body, 200, headers={"Content-Type": CONTENT_TYPE_LATEST,
+    return Response(body, 200, headers={"Content-Type": content_type,
                                         "Cache-Control": "no-store"})
 
 
