@@ -27,7 +27,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pymongo
 from bson import Binary
@@ -70,6 +70,16 @@ def iso(value: dt.datetime) -> str:
 class Watermark:
     seq: int  # every statement with a sequence <= seq is visible
     time: dt.datetime  # every statement stored before this time is visible
+
+
+@dataclass
+class ImportOutcome:
+    """What :meth:`StatementStore.insert_imported` did with each statement id."""
+
+    stored: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # already stored, same statement
+    conflicts: list[str] = field(default_factory=list)  # already stored, different statement
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
 
 
 @dataclass
@@ -272,6 +282,109 @@ class StatementStore:
         self._remember_definitions(statements)
         return ids
 
+    def insert_imported(self, items: Sequence[tuple[dict, bytes | None]], *,
+                        credential_key: str | None = None,
+                        default_authority: dict | None = None) -> ImportOutcome:
+        """Store statements migrated from another LRS or an export, keeping the ``stored``
+        and ``authority`` they already carry (the normal :meth:`insert` sets both, as
+        Part Two §2.4.8/§2.4.9 ask of a statement *received*; an operator's import is
+        not a receipt). Only what is missing is filled (id and stored never are: the
+        caller supplies ids). ``items`` are (validated statement, its exact JSON bytes
+        or None); the bytes become ``format=exact`` when nothing had to be filled.
+
+        Unlike :meth:`insert`, one bad statement never fails the batch: an id already
+        stored with the same statement is ``present``, with a different one a
+        ``conflict``; a statement voiding a voiding statement is ``rejected``. The caller
+        sends a voiding statement in a later batch than its target (as for insert)."""
+        now = utcnow()
+        outcome = ImportOutcome()
+        wanted: dict[str, tuple[dict, bytes | None]] = {}
+        for stmt, raw in items:
+            sid = stmt["id"].lower()
+            if sid in wanted:
+                first = wanted[sid][0]
+                (outcome.present if _normalised(first, ()) == _normalised(stmt, ())
+                 else outcome.conflicts).append(sid)
+                continue
+            wanted[sid] = (stmt, raw)
+        existing = self._by_sid(wanted, {"sid": 1, "j": 1, "a": 1})
+        for sid, old in existing.items():
+            stmt, raw = wanted.pop(sid)
+            added = old.get("a", ())  # what the LRS filled is ignored on both sides
+            if (raw is not None and bytes(old["j"]) == raw) or _normalised(
+                    loads_json(old["j"]), added) == _normalised(stmt, added):
+                outcome.present.append(sid)
+            else:
+                outcome.conflicts.append(sid)
+        referenced = {s["object"]["id"].lower() for s, _ in wanted.values()
+                      if s["object"].get("objectType") == "StatementRef"}
+        targets = self._by_sid(referenced, {"sid": 1, "k": 1, "vb": 1}) if referenced else {}
+        void_targets: dict[str, str] = {}
+        for sid, (stmt, _raw) in list(wanted.items()):
+            if stmt["verb"]["id"] != K.VOIDED_VERB:
+                continue
+            target_id = stmt["object"]["id"].lower()
+            if (targets.get(target_id) or {}).get("vb"):
+                wanted.pop(sid)
+                outcome.rejected.append((sid, f"voids {target_id}, a voiding statement"))
+            else:
+                void_targets[target_id] = sid
+        if not wanted:
+            return outcome
+        start, token, orphans = self._allocate(len(wanted), now)
+        try:
+            orphan_set = set(orphans)
+            docs = []
+            for offset, (sid, (stmt, raw)) in enumerate(wanted.items()):
+                full = dict(_context_arrays(stmt), id=sid)
+                added = []
+                full.setdefault("stored", iso(now))
+                if "authority" not in full and default_authority is not None:
+                    full["authority"] = default_authority
+                if "timestamp" not in full:
+                    full["timestamp"] = full["stored"]
+                    added.append("timestamp")
+                if "version" not in full:
+                    full["version"] = "1.0.0"
+                    added.append("version")
+                exact = raw if raw is not None and full == stmt else dumps_json(full)
+                k = K.statement_keys(full, credential_key)
+                if full["object"].get("objectType") == "StatementRef":
+                    target = targets.get(full["object"]["id"].lower())
+                    if target is not None:
+                        k |= K.inherited_keys(target["k"])
+                stored_at = _parse_stored(full["stored"])
+                doc = {"_id": start + offset, "sid": sid, "j": Binary(exact), "st": stored_at,
+                       "k": sorted(k)}
+                if added:
+                    doc["a"] = added
+                if sid in orphan_set:
+                    doc["v"] = True
+                if full["verb"]["id"] == K.VOIDED_VERB:
+                    doc["vb"] = True
+                docs.append(doc)
+            try:
+                with pymongo.timeout(WRITE_TIMEOUT_S):
+                    self.statements.insert_many(docs, ordered=False)
+                failed: set[int] = set()
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                failed = {e["index"] for e in errors}  # stored meanwhile by another writer
+            for i, doc in enumerate(docs):
+                (outcome.present if i in failed else outcome.stored).append(doc["sid"])
+            if void_targets:
+                self._void(void_targets, targets)
+            late = orphan_set.intersection(outcome.stored)
+            if late:
+                self.counters.update_one({"_id": COUNTER_ID},
+                                         {"$pullAll": {"orphans": sorted(late)}})
+        finally:
+            self._finish(token)
+        self._remember_definitions([stmt for stmt, _ in wanted.values()])
+        return outcome
+
     def _by_sid(self, sids: Iterable[str], projection: dict) -> dict[str, dict]:
         return {d["sid"]: d for d in self.statements.find({"sid": {"$in": list(sids)}},
                                                           projection)}
@@ -457,6 +570,17 @@ class StatementStore:
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _parse_stored(value: str) -> dt.datetime:
+    """An imported statement's ``stored`` as the BSON date kept in ``st`` (milliseconds)."""
+    from lrs.validation import parse_timestamp
+
+    try:
+        moment = parse_timestamp(value, "stored").astimezone(dt.UTC)
+    except (XAPIError, OverflowError, ValueError):
+        return utcnow()
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _stored(doc: dict) -> Stored:
