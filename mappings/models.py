@@ -148,7 +148,13 @@ class Evidence(me.Document):
     points = me.FloatField(required=True)  # on the competency's scale
     source_type = me.StringField(required=True)
     timestamp = me.DateTimeField(required=True)  # the statement's timestamp
-    status = me.StringField(choices=("accepted", "pending", "rejected"), required=True)
+    # "superseded": the rules no longer produce this record (a rule was corrected or
+    # removed, a competency retired); kept for provenance, never counted. Its status
+    # before is in `superseded_status`, restored if the rules produce it again.
+    status = me.StringField(choices=("accepted", "pending", "rejected", "superseded"),
+                            required=True)
+    superseded_status = me.StringField()
+    superseded_at = me.DateTimeField()
     voided = me.BooleanField(default=False)
     activity = me.StringField()
     activity_name = me.StringField()
@@ -180,6 +186,8 @@ class Mastery(me.Document):
     method = me.StringField()
     evidence = me.ListField(me.StringField())  # evidence identifiers behind it
     from_children = me.BooleanField(default=False)  # a roll-up
+    # A roll-up keeps its children's states: [[child, points, mastered, evidence], ...].
+    children = me.ListField(me.ListField())
     updated_at = me.DateTimeField(default=utcnow)
 
     # updated_at: followers of mastery changes (the LMS grade sync) read by it.
@@ -198,6 +206,9 @@ class Credit(me.Document):
     awarded_at = me.DateTimeField()
     revoked_at = me.DateTimeField()
     evidence = me.ListField(me.StringField())
+    # Per mastered competency, the evidence behind it: [[competency, [evidence ids]], ...].
+    evidence_by = me.ListField(me.ListField())
+    transitions = me.IntField(default=0)  # status changes so far: numbers the audit records
     updated_at = me.DateTimeField()
 
     meta = {"collection": "credits", "indexes": ["learner", "rule", "updated_at"]}
