@@ -7,8 +7,11 @@ per change (not per statement) keeps matching in memory. Commands that change it
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+import orjson
 
 from mappings.models import Competency, CreditRule, Framework, RuleSet, Scale, WorkerState
 from mappings.types import CompetencyInfo
@@ -37,6 +40,7 @@ class Catalog:
     credit_rules: list[CreditRule] = field(default_factory=list)
     children: dict[str, list[str]] = field(default_factory=dict)
     credits_by_competency: dict[str, list[CreditRule]] = field(default_factory=dict)
+    ruleset_sources: list[list[str]] = field(default_factory=list)  # [name, text]
 
     def scale_of(self, competency_id: str) -> Scale:
         competency = self.competencies[competency_id]
@@ -54,6 +58,40 @@ class Catalog:
             out.append(parent)
             parent = self.competencies[parent].parent
         return out
+
+    def fingerprint(self) -> dict[str, str]:
+        """What derived records depend on, hashed in two parts (a catalog version is bumped
+        for other reasons too, e.g. a learner merge, that change neither):
+
+        - ``match``: what turns a statement into evidence -- the rule sets and each
+          competency's identity, framework, code, URI and scale (a draft's points are on
+          the scale). A change means stored evidence may no longer be what the rules
+          produce: the statements are mapped again.
+        - ``derive``: what turns evidence into mastery and credit -- scales, calculation
+          methods, the tree and its roll-ups, credit rules. A change means every learner's
+          records are rebuilt from their evidence.
+        """
+        def scale(s) -> list:
+            return [s.name, sorted([lv.name, lv.points, bool(lv.mastery)] for lv in s.levels)]
+
+        match = [
+            self.ruleset_sources,
+            sorted([i.identifier, i.framework, i.code, i.uri, scale(i.scale)]
+                   for i in self.infos.values()),
+        ]
+        derive = [
+            sorted([f.identifier, scale(f.scale), f.calculation]
+                   for f in self.frameworks.values()),
+            sorted([c.identifier, c.framework, c.parent, self.method_of(c.identifier),
+                    scale(self.scale_of(c.identifier)),
+                    [c.rollup.method, sorted(c.rollup.required or ()), c.rollup.points]
+                    if c.rollup else None]
+                   for c in self.competencies.values()),
+            [[r.identifier, r.framework, sorted(r.competencies), sorted(r.required or ()),
+              r.min_percent] for r in self.credit_rules],
+        ]
+        return {name: hashlib.blake2b(orjson.dumps(part), digest_size=12).hexdigest()
+                for name, part in (("match", match), ("derive", derive))}
 
     def rolls_up(self, competency_id: str) -> bool:
         competency = self.competencies[competency_id]
@@ -79,7 +117,8 @@ def load() -> Catalog:
                                              code=c.code, uri=c.uri, scale=scale)
         if c.parent:
             children[c.parent].append(c.identifier)
-    rulesets = [load_ruleset(r.text, filename=r.name) for r in RuleSet.objects.order_by("name")]
+    stored = list(RuleSet.objects.order_by("name"))
+    rulesets = [load_ruleset(r.text, filename=r.name) for r in stored]
     credit_rules = list(CreditRule.objects.order_by("identifier"))
     by_competency: dict[str, list[CreditRule]] = defaultdict(list)
     for rule in credit_rules:
@@ -87,4 +126,5 @@ def load() -> Catalog:
             by_competency[competency_id].append(rule)
     return Catalog(version=version, frameworks=frameworks, competencies=competencies,
                    infos=infos, rulesets=rulesets, credit_rules=credit_rules,
-                   children=dict(children), credits_by_competency=dict(by_competency))
+                   children=dict(children), credits_by_competency=dict(by_competency),
+                   ruleset_sources=[[r.name, r.text] for r in stored])

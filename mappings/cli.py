@@ -183,7 +183,9 @@ def rules_list(ctx: click.Context) -> None:
 @click.argument("name")
 @click.pass_context
 def rules_remove(ctx: click.Context, name: str) -> None:
-    """Remove a rule set (evidence it produced stays; new statements no longer match)."""
+    """Remove a rule set. New statements no longer match it; the worker maps the stored
+    statements again, and evidence only it produced is marked superseded (kept, not
+    counted)."""
     from mappings.models import RuleSet
 
     with _db(ctx):
@@ -360,7 +362,9 @@ def worker(ctx: click.Context, poll: float) -> None:
 @click.option("--framework", help="Only this framework's mastery.")
 @click.pass_context
 def recompute(ctx: click.Context, learner: str | None, framework: str | None) -> None:
-    """Rebuild evidence and mastery from the stored statements (same results as the worker)."""
+    """Rebuild evidence, mastery and credits from the stored statements (same results as
+    the worker). Safe to interrupt: each learner keeps either their old records or their
+    new ones, and running it again (or the running worker) finishes the job."""
     from mappings.worker import LeaseLost
     from mappings.worker import recompute as run
 
@@ -369,8 +373,8 @@ def recompute(ctx: click.Context, learner: str | None, framework: str | None) ->
                                   disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("statements", total=None)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
 
         try:
             count = run(db, learner=learner, framework=framework, progress=progress)

@@ -47,6 +47,9 @@ from mappings.rules import match_statement
 
 MAPPER = "mapper"
 STATE = "mapping_state"
+#: Evidence status of a record the rules no longer produce (see Engine.remap).
+SUPERSEDED = "superseded"
+_KEPT = ("status", "voided", "actions", "_id")  # what re-mapping never overwrites
 CHUNK = 200  # ids per $in: SecantusDB slows down on long $in lists
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,7 @@ class BatchResult:
     retracted: int = 0
     pairs: set[tuple[str, str]] = field(default_factory=set)
     credits_changed: list[str] = field(default_factory=list)
+    busy: bool = False  # the worker has catalog work left (no pause before the next poll)
 
 
 @dataclass
@@ -296,11 +300,13 @@ class Engine:
                                provider=provider) + \
             self_report.drafts(stmt, self.catalog.infos, provider)
 
-    def process(self, docs: Iterable[dict]) -> BatchResult:
-        """Apply a batch of LRS statement documents (as stored, in sequence order)."""
-        result = BatchResult()
+    def _evidence_of(self, docs: Iterable[dict], result: BatchResult
+                     ) -> tuple[list[dict], list[str], set[str]]:
+        """The evidence records a batch of statements produces under the catalog, the
+        statements it voids, and the statements that could not be mapped."""
         ops: list[dict] = []
         voided_targets: list[str] = []
+        failed: set[str] = set()
         matched: list[tuple[dict, dict, str | None, list]] = []
         for doc in docs:
             result.statements += 1
@@ -319,6 +325,7 @@ class Engine:
                 drafts = self.drafts_for(stmt, provider)
             except Exception as exc:
                 self._record_error(doc["sid"], "statement", exc)
+                failed.add(doc["sid"])
                 continue
             if drafts:
                 matched.append((doc, stmt, provider, drafts))
@@ -342,6 +349,12 @@ class Engine:
                                 "status": "pending" if draft.review else "accepted",
                                 "voided": False, "actions": []})
                     result.pairs.add((learner, draft.competency))
+        return ops, voided_targets, failed
+
+    def process(self, docs: Iterable[dict]) -> BatchResult:
+        """Apply a batch of LRS statement documents (as stored, in sequence order)."""
+        result = BatchResult()
+        ops, voided_targets, _ = self._evidence_of(docs, result)
         stale: set[Pair] = set()
         if ops:
             stale |= self._write_evidence(ops)
@@ -357,6 +370,154 @@ class Engine:
                 new[(op["learner"], op["competency"])].append(op)
             result.credits_changed = self.recompute(result.pairs, new=new, stale=stale)
         return result
+
+    # -- the catalog changed: map again, rebuild ---------------------------------------
+    def remap(self, docs: Iterable[dict]) -> tuple[int, set[str]]:
+        """Map statements again under the current catalog, writing evidence only: evidence
+        the rules now produce and that is missing is added; evidence whose (statement,
+        learner, competency, rule) they no longer produce is marked ``superseded`` (kept
+        for provenance, its previous status in ``superseded_status``; it no longer counts);
+        superseded evidence produced again gets its status back. Evidence still produced
+        keeps the teacher's decisions; without any, its status follows the rule (a rule
+        that now asks for review makes it pending). Statements that could not be mapped
+        leave their evidence alone.
+
+        Mastery and credits are not touched: returns (statements read, learners whose
+        evidence changed), and the caller rebuilds those learners (:meth:`rebuild`)."""
+        result = BatchResult()
+        docs = list(docs)
+        ops, voided_targets, failed = self._evidence_of(docs, result)
+        wanted = {op["_id"]: op for op in ops}
+        sids = [d["sid"] for d in docs
+                if not d.get("vb") and not d.get("v") and d["sid"] not in failed]
+        existing: dict[str, dict] = {}
+        for i in range(0, len(sids), CHUNK):
+            for e in self.evidence.find({"statement": {"$in": sids[i:i + CHUNK]}}):
+                existing[e["_id"]] = e
+        changed: set[str] = set()
+        inserts, writes = [], []
+        now = utcnow()
+        for key, op in wanted.items():
+            e = existing.get(key)
+            if e is None:
+                inserts.append(op)
+                changed.add(op["learner"])
+                continue
+            update = {k: v for k, v in op.items()
+                      if k not in _KEPT and _plain(e.get(k)) != _plain(v)}
+            decided = bool(e.get("actions"))
+            op_filter = {"_id": key, "status": e.get("status")}
+            change: dict = {}
+            if e.get("status") == SUPERSEDED:
+                update["status"] = (e.get("superseded_status") if decided else None) \
+                    or op["status"]
+                change["$unset"] = {"superseded_status": "", "superseded_at": ""}
+            elif e.get("status") != op["status"] and not decided:
+                update["status"] = op["status"]
+            if update:
+                change["$set"] = update
+            if change:
+                writes.append(pymongo.UpdateOne(op_filter, change))
+                changed.add(op["learner"])
+        for key, e in existing.items():
+            if key not in wanted and e.get("status") != SUPERSEDED:
+                # Conditional on the status read: a teacher's decision made meanwhile wins
+                # (the evidence is superseded by the next recompute instead).
+                writes.append(pymongo.UpdateOne(
+                    {"_id": key, "status": e.get("status")},
+                    {"$set": {"status": SUPERSEDED, "superseded_status": e.get("status"),
+                              "superseded_at": now}}))
+                changed.add(e["learner"])
+        if inserts:
+            changed |= {lr for lr, _ in self._write_evidence(inserts)}
+        if writes:
+            self.evidence.bulk_write(writes, ordered=False)
+        if voided_targets:
+            retracted = self._retract(voided_targets, only_new=True)
+            changed |= {lr for lr, _ in retracted}
+        return result.statements, changed
+
+    def rebuild(self, learners: Iterable[str]) -> list[str]:
+        """Recompute these learners' records from all of their evidence and replace what
+        is stored: mastery records no longer produced (a competency removed, a roll-up
+        switched off, evidence superseded) are deleted, unchanged ones are not rewritten,
+        credits are evaluated for every rule that uses their competencies and for every
+        credit they already hold (a rule that changed), and their engine states are
+        replaced. The same function of the evidence as incremental processing, so a
+        learner rebuilt equals one processed statement by statement. Returns changed
+        credit ids."""
+        learners = sorted(set(learners))
+        if not learners:
+            return []
+        catalog = self.catalog
+        states = {lr: _LearnerState() for lr in learners}
+        for i in range(0, len(learners), CHUNK):
+            for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
+                                        {"learner": 1, "competency": 1, "timestamp": 1,
+                                         "seq": 1, "points": 1, "actions": 1, "status": 1,
+                                         "voided": 1}):
+                competency = e["competency"]
+                if e.get("status") == SUPERSEDED or competency not in catalog.competencies:
+                    continue
+                scores = states[e["learner"]].leaves.setdefault(competency, [])
+                if (score := _score_of(e)) is not None:
+                    scores.append(score)
+        for state in states.values():
+            for scores in state.leaves.values():
+                scores.sort()
+        levels = {lr: _Levels(self, lr, states[lr]) for lr in learners}
+        produced: dict[str, dict] = {}
+        touched: dict[tuple[str, str], object] = {}
+        for lr in learners:
+            competencies = set(states[lr].leaves)
+            for c in list(competencies):
+                competencies.update(self.meta(c).ancestors)
+            for c in sorted(competencies):
+                for rule in catalog.credits_by_competency.get(c, ()):
+                    touched[(lr, rule.identifier)] = rule
+                doc = levels[lr].record(c)
+                if doc is not None:
+                    produced[doc["_id"]] = doc
+                    states[lr].digests[c] = _digest(doc)
+        rules = {r.identifier: r for r in catalog.credit_rules}
+        writes: list = []
+        seen: set[str] = set()
+        for i in range(0, len(learners), CHUNK):
+            chunk = learners[i:i + CHUNK]
+            for old in self.mastery.find({"learner": {"$in": chunk}}):
+                seen.add(old["_id"])
+                doc = produced.get(old["_id"])
+                if doc is None:
+                    writes.append(pymongo.DeleteOne({"_id": old["_id"]}))
+                elif _digest(old) != _digest(doc):
+                    writes.append(pymongo.ReplaceOne({"_id": doc["_id"]}, doc))
+            for credit in self.credits.find({"learner": {"$in": chunk}},
+                                            {"learner": 1, "rule": 1}):
+                if credit.get("rule") in rules:
+                    touched[(credit["learner"], credit["rule"])] = rules[credit["rule"]]
+        writes += [pymongo.ReplaceOne({"_id": key}, doc, upsert=True)
+                   for key, doc in produced.items() if key not in seen]
+        credit_writes, audits, changed_ids = self._credits(touched, levels, states)
+        if self.guard is not None:
+            self.guard()
+        if writes:
+            self.mastery.bulk_write(writes, ordered=False)
+        if audits:
+            try:
+                self.audit.insert_many(audits, ordered=False)
+            except pymongo.errors.BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+        if credit_writes:
+            self.credits.bulk_write(credit_writes, ordered=False)
+        kept = {state_id(lr, self.meta(c).framework)
+                for lr in learners for c in states[lr].leaves}
+        gone = [state_id(lr, fw) for lr in learners for fw in catalog.frameworks
+                if state_id(lr, fw) not in kept]
+        for i in range(0, len(gone), CHUNK):
+            self.states.delete_many({"_id": {"$in": gone[i:i + CHUNK]}})
+        self._save_states(states, set(learners))
+        return changed_ids
 
     def _record_error(self, subject: str, kind: str, exc: Exception) -> None:
         """Keep what could not be mapped, for admins (`/api/worker`), and move on."""
@@ -380,21 +541,23 @@ class Engine:
             if any(e.get("code") != 11000 for e in errors):
                 raise
             seen = [docs[e["index"]] for e in errors]
-        kept = ("status", "voided", "actions", "_id")
         self.evidence.bulk_write([
             pymongo.UpdateOne({"_id": d["_id"]},
-                              {"$set": {k: v for k, v in d.items() if k not in kept}})
+                              {"$set": {k: v for k, v in d.items() if k not in _KEPT}})
             for d in seen], ordered=False)
         return {(d["learner"], d["competency"]) for d in seen}
 
-    def _retract(self, statement_ids: list[str]) -> set[Pair]:
-        """A voided statement's evidence stops counting (kept, marked, for the record)."""
-        affected = list(self.evidence.find({"statement": {"$in": statement_ids}},
-                                           {"learner": 1, "competency": 1}))
+    def _retract(self, statement_ids: list[str], *, only_new: bool = False) -> set[Pair]:
+        """A voided statement's evidence stops counting (kept, marked, for the record).
+        ``only_new``: report only evidence not marked before (a retried batch must
+        recompute all of it, since its records may not have been written)."""
+        query: dict = {"statement": {"$in": statement_ids}}
+        if only_new:
+            query["voided"] = {"$ne": True}
+        affected = list(self.evidence.find(query, {"learner": 1, "competency": 1}))
         if not affected:
             return set()
-        self.evidence.update_many({"statement": {"$in": statement_ids}},
-                                  {"$set": {"voided": True}})
+        self.evidence.update_many(query, {"$set": {"voided": True}})
         return {(e["learner"], e["competency"]) for e in affected}
 
     # -- evidence -> mastery -> roll-ups -> credit ------------------------------------
@@ -517,7 +680,8 @@ class Engine:
                                          "actions": 1, "status": 1, "voided": 1}):
                 competency = e["competency"]
                 info = self.catalog.competencies.get(competency)
-                if info is None or info.framework not in by_learner[e["learner"]]:
+                if info is None or info.framework not in by_learner[e["learner"]] or \
+                        e.get("status") == SUPERSEDED:
                     continue
                 scores = states[e["learner"]].leaves.setdefault(competency, [])
                 if (score := _score_of(e)) is not None:

@@ -114,25 +114,61 @@ def link(learner_id: str, agent_ifi: str) -> tuple[Learner, str | None]:
     return learner, merged
 
 
+_DECIDED = {"approve": "accepted", "override": "accepted", "reject": "rejected"}
+
+
+def merge_evidence(target: dict, moved: dict) -> dict:
+    """One evidence record from two copies of it: both identities of a merged learner were
+    members of the same Group statement, so the statement gave each its own record for the
+    same (statement, competency, rule), and both now want the same id.
+
+    Nothing a teacher did is lost: the merged record carries both copies' decisions in time
+    order (a decision found in both, as after an interrupted merge, is kept once). Its
+    status follows the most recent decision, whichever copy it was made on; with no
+    decision on either, it is the target's. Voided if either copy is."""
+    def key(action: dict) -> tuple:
+        return (action.get("action"), action.get("by"), str(action.get("at")),
+                action.get("points"), action.get("comment"), action.get("credential"))
+
+    actions: dict[tuple, dict] = {}
+    for action in [*(target.get("actions") or ()), *(moved.get("actions") or ())]:
+        actions.setdefault(key(action), action)
+    ordered = sorted(actions.values(), key=lambda a: (a.get("at") is None, a.get("at") or 0))
+    merged = dict(target, actions=ordered, voided=bool(target.get("voided") or
+                                                       moved.get("voided")))
+    if ordered:
+        latest = _DECIDED.get(ordered[-1].get("action"))
+        if latest:
+            field = "superseded_status" if merged.get("status") == "superseded" else "status"
+            merged[field] = latest
+    return merged
+
+
 def move_evidence(db, from_learner: str, to_learner: str) -> int:
     """After a merge: re-key the old learner's evidence to the new one (teacher decisions
-    kept), drop the old learner's derived records and recompute the new learner's."""
+    kept; a record the new learner already has for the same statement, competency and
+    rule -- a Group statement both identities were members of -- is merged with it, see
+    :func:`merge_evidence`), drop the old learner's derived records and rebuild the new
+    learner's. Safe to run again after an interruption."""
     from mappings import catalog as catalog_module
     from mappings.engine import STATE, evidence_id
-    from mappings.worker import apply_dirty_now, mark_dirty
+    from mappings.worker import ALL, apply_dirty_now, mark_dirty
 
-    moved = []
+    moved = 0
     for doc in db["evidence"].find({"learner": from_learner}):
-        new = dict(doc, learner=to_learner,
-                   _id=evidence_id(doc["statement"], to_learner, doc["competency"], doc["rule"]))
-        db["evidence"].replace_one({"_id": new["_id"]}, new, upsert=True)
+        key = evidence_id(doc["statement"], to_learner, doc["competency"], doc["rule"])
+        existing = db["evidence"].find_one({"_id": key})
+        new = dict(doc, learner=to_learner, _id=key)
+        if existing is not None:
+            new = merge_evidence(existing, new)
+        db["evidence"].replace_one({"_id": key}, new, upsert=True)
         db["evidence"].delete_one({"_id": doc["_id"]})
-        moved.append(doc["competency"])
+        moved += 1
     db["mastery"].delete_many({"learner": from_learner})
     db["credits"].delete_many({"learner": from_learner})
     db[STATE].delete_many({"learner": from_learner})
     # Running workers drop their identity caches (the merged learner no longer exists).
     catalog_module.bump()
-    mark_dirty(db, {(to_learner, c) for c in moved})
+    mark_dirty(db, {(to_learner, ALL)})
     apply_dirty_now(db)
-    return len(moved)
+    return moved

@@ -35,6 +35,9 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
     if evidence.get("voided"):
         raise ReviewError(f"evidence {evidence_id!r} comes from a voided statement; it no "
                           "longer counts and cannot be reviewed")
+    if evidence.get("status") == "superseded":
+        raise ReviewError(f"evidence {evidence_id!r} is superseded: the mapping rules no "
+                          "longer produce it, so it does not count and cannot be reviewed")
     catalog = catalog or catalog_module.load()
     if evidence["competency"] not in catalog.competencies:
         raise ReviewError(f"competency {evidence['competency']!r} is no longer in any "
@@ -83,6 +86,9 @@ def explain(db: Database, learner: str, competency: str) -> dict:
         "evidence": [{
             "id": e["_id"], "statement": e["statement"], "rule": e["rule"],
             "points": e["points"], "status": e["status"], "voided": e.get("voided", False),
+            "superseded": e["status"] == "superseded",
+            "superseded_status": e.get("superseded_status"),
+            "superseded_at": e.get("superseded_at"),
             "counted": e["_id"] in evidence_ids, "source_type": e["source_type"],
             "timestamp": e["timestamp"], "activity": e.get("activity"),
             "actions": e.get("actions", []),

@@ -7,7 +7,14 @@ Guarantees (DESIGN.md "Data flow"):
   is harmless because processing is idempotent;
 - one worker at a time does the work: a lease in ``worker_state`` (renewed every batch,
   taken over when it expires) lets any number of workers run for availability, while
-  only the lease holder writes, so two workers never race on the same records.
+  only the lease holder writes, so two workers never race on the same records;
+- derived records follow the catalog: when frameworks, rules or credit rules change (the
+  catalog version is bumped), the lease holder compares the catalog's fingerprint with the
+  one the records were derived under and, if it differs, works through a persisted job in
+  chunks between batches -- map the statements again (when what produces evidence
+  changed), then rebuild every learner from their evidence. The job's progress is stored
+  after each chunk, so a killed worker's successor resumes it; `recompute` is the same job
+  run to the end in the foreground.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pymongo.database import Database
 
 from lrs.store import StatementStore
 from mappings import catalog as catalog_module
-from mappings.engine import STATE, BatchResult, Engine
+from mappings.engine import BatchResult, Engine
 from mappings.models import ensure_indexes, utcnow
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,10 @@ log = logging.getLogger(__name__)
 WORKER_ID = "mapper"
 LEASE_SECONDS = 10.0
 BATCH = 2000
+JOBS = "mapping_jobs"
+CATALOG_JOB = "catalog"  # the catalog fingerprint the records follow, and pending work
+REBUILD_CHUNK = 200  # learners rebuilt per job step
+ALL = "*"  # a dirty-queue entry (learner, ALL): rebuild the whole learner
 
 
 @dataclass
@@ -52,7 +63,8 @@ class LeaseLost(RuntimeError):
 
 def mark_dirty(db: Database, pairs: set[tuple[str, str]]) -> None:
     """Queue (learner, competency) pairs for the lease holder to recompute: decisions and
-    merges go through here so that only one writer ever updates mastery and credits."""
+    merges go through here so that only one writer ever updates mastery and credits.
+    A pair (learner, ALL) rebuilds all of the learner's records (see Engine.rebuild)."""
     if not pairs:
         return
     now = utcnow()
@@ -76,12 +88,12 @@ def apply_dirty_now(db: Database) -> bool:
 
 
 class Worker:
-    def __init__(self, db: Database, *, name: str | None = None, batch: int = BATCH):
+    def __init__(self, db: Database, *, name: str | None = None, batch: int | None = None):
         self.db = db
         self.store = StatementStore(db)
         self.state = db["worker_state"]
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.batch = batch
+        self.batch = batch or BATCH
         self._catalog: catalog_module.Catalog | None = None
         self._engine: Engine | None = None
         ensure_indexes()
@@ -119,6 +131,7 @@ class Worker:
         if self._catalog is None or self._catalog.version != version:
             self._catalog = catalog_module.load()
             self._engine = Engine(self.db, self._catalog, guard=self.check_lease)
+            self._notice_catalog(self._catalog)
         assert self._engine is not None
         return self._engine
 
@@ -127,10 +140,101 @@ class Worker:
         docs = list(self.db["mapping_dirty"].find().limit(limit))
         if not docs:
             return 0
-        self.engine().recompute({(d["learner"], d["competency"]) for d in docs})
+        engine = self.engine()
+        whole = {d["learner"] for d in docs if d["competency"] == ALL}
+        engine.rebuild(whole)
+        engine.recompute({(d["learner"], d["competency"]) for d in docs
+                          if d["learner"] not in whole})
         self.db["mapping_dirty"].bulk_write(
             [DeleteOne({"_id": d["_id"], "at": d["at"]}) for d in docs], ordered=False)
         return len(docs)
+
+    # -- catalog changes -------------------------------------------------------------------
+    def _notice_catalog(self, catalog: catalog_module.Catalog) -> None:
+        """Compare the catalog with the one the records were derived under; on a change,
+        schedule the work that brings them in line (run by :meth:`job_step`).
+
+        A catalog bump that changes nothing derived (a learner merge bumps it too) costs
+        nothing. The first catalog ever seen is taken as the one the records follow, so
+        upgrading does not start a rebuild of its own."""
+        fingerprint = catalog.fingerprint()
+        jobs = self.db[JOBS]
+        doc = jobs.find_one({"_id": CATALOG_JOB})
+        if doc is None:
+            jobs.update_one({"_id": CATALOG_JOB},
+                            {"$setOnInsert": {"fingerprint": fingerprint, "gen": 0}},
+                            upsert=True)
+            return
+        old = doc.get("fingerprint") or {}
+        if old == fingerprint:
+            return
+        update: dict = {"fingerprint": fingerprint, "changed_at": utcnow(),
+                        "rebuild": {"learners": None, "after": ""}}
+        if old.get("match") != fingerprint["match"]:
+            # Statements below the worker's position were mapped under the old catalog;
+            # later ones will be mapped under this one.
+            position = (self.state.find_one({"_id": WORKER_ID}) or {}).get("position", 0)
+            upto = max(position, (doc.get("remap") or {}).get("upto", 0))
+            update["remap"] = {"position": 0, "upto": upto}
+        log.info("catalog changed (%s); rebuilding derived records in the background",
+                 ", ".join(k for k in fingerprint if old.get(k) != fingerprint[k]))
+        jobs.update_one({"_id": CATALOG_JOB, "gen": doc.get("gen", 0)},
+                        {"$set": update, "$inc": {"gen": 1}})
+
+    def pending_job(self) -> dict | None:
+        """The catalog job, if it has work left."""
+        doc = self.db[JOBS].find_one({"_id": CATALOG_JOB})
+        return doc if doc and (doc.get("remap") or doc.get("rebuild")) else None
+
+    def job_step(self, progress: Callable[[int, int, str], None] | None = None
+                 ) -> tuple[str, int] | None:
+        """One chunk of the pending catalog job (lease held): map up to a batch of
+        statements again, or rebuild up to REBUILD_CHUNK learners. Its progress is stored
+        after the chunk (a successor resumes there; a chunk done twice is harmless).
+        Returns (what, how many) or None when there is nothing to do."""
+        engine = self.engine()  # first: it may schedule a new pass
+        doc = self.pending_job()
+        if doc is None:
+            return None
+        jobs, gen = self.db[JOBS], doc.get("gen", 0)
+        remap, rebuild = doc.get("remap"), doc.get("rebuild")
+        if remap:
+            position, upto = remap["position"], remap["upto"]
+            if position >= upto:
+                jobs.update_one({"_id": CATALOG_JOB, "gen": gen}, {"$set": {"remap": None}})
+                return "statements", 0
+            upper = min(upto, position + self.batch)
+            read, changed = engine.remap(self.store.statements_in_range(position, upper))
+            # Learners the rebuild will not reach get rebuilt through the dirty queue.
+            after = (rebuild or {}).get("after", "")
+            scope = (rebuild or {}).get("learners")
+            left_out = {lr for lr in changed if rebuild is None or lr <= after or
+                        (scope is not None and lr not in scope)}
+            mark_dirty(self.db, {(lr, ALL) for lr in left_out})
+            self.check_lease()
+            jobs.update_one({"_id": CATALOG_JOB, "gen": gen},
+                            {"$set": {"remap.position": upper}})
+            if progress:
+                progress(upper, upto, "statements")
+            return "statements", read
+        after, scope = rebuild.get("after") or "", rebuild.get("learners")
+        if scope is None:
+            ids = [d["_id"] for d in self.db["learners"].find(
+                {"_id": {"$gt": after}}, {"_id": 1}).sort("_id", 1).limit(REBUILD_CHUNK)]
+        else:
+            ids = sorted(lr for lr in scope if lr > after)[:REBUILD_CHUNK]
+        if not ids:
+            jobs.update_one({"_id": CATALOG_JOB, "gen": gen}, {"$set": {"rebuild": None}})
+            return "learners", 0
+        engine.rebuild(ids)  # checks the lease before writing
+        jobs.update_one({"_id": CATALOG_JOB, "gen": gen},
+                        {"$set": {"rebuild.after": ids[-1]},
+                         "$inc": {"rebuild.done": len(ids)}})
+        if progress:
+            total = len(scope) if scope is not None else \
+                self.db["learners"].estimated_document_count()
+            progress(rebuild.get("done", 0) + len(ids), total, "learners")
+        return "learners", len(ids)
 
     def run_once(self) -> BatchResult | None:
         """Process the next batch; None when not the lease holder, an empty result when
@@ -138,14 +242,18 @@ class Worker:
         state = self._acquire()
         if state is None:
             return None
+        self.engine()  # notices a catalog change
         self.drain_dirty()
+        # A chunk of catalog work, if any, between batches: the stream does not stop.
+        busy = self.job_step() is not None
         position = state.get("position", 0)
         watermark = self.store.watermark().seq
         upper = min(watermark, position + self.batch)
         if upper <= position:
-            return BatchResult()
+            return BatchResult(busy=busy)
         docs = list(self.store.statements_in_range(position, upper))
         result = self.engine().process(docs)
+        result.busy = busy
         # Advance only if we still hold the lease: a worker that stalled past its lease
         # must not move the position of the one that took over.
         self.state.update_one({"_id": WORKER_ID, "holder": self.name},
@@ -164,7 +272,7 @@ class Worker:
                 continue
             if result and result.statements and on_batch:
                 on_batch(result)
-            if not result or result.statements < self.batch:
+            if not result or (result.statements < self.batch and not result.busy):
                 stop.wait(poll)
         try:
             self.release()
@@ -194,12 +302,24 @@ def start_thread(db_factory: Callable[[], Database]) -> tuple[threading.Thread, 
 
 
 def recompute(db: Database, *, learner: str | None = None, framework: str | None = None,
-              progress: Callable[[int, int], None] | None = None) -> int:
-    """Rebuild evidence and mastery from the statements up to the watermark, through the
-    same engine as incremental processing (so the results are identical); credits keep
-    their history (an award or revocation is an event, not a derived value).
+              progress: Callable[[int, int, str], None] | None = None) -> int:
+    """Rebuild evidence, mastery and credits from the statements up to the watermark,
+    through the same engine as incremental processing (so the results are identical).
+
+    Two passes, as the catalog job (:meth:`Worker.job_step`) that it is: map every
+    statement again (evidence the rules no longer produce is superseded, teacher decisions
+    on evidence still produced are kept), then rebuild each learner from their evidence,
+    replacing their records learner by learner. Nothing is deleted up front, so an
+    interrupted recompute leaves every learner with either their old records or their new
+    ones, and the job stays scheduled: the running worker finishes it, or a re-run resumes
+    it where it stopped. Credits keep their history (an award or revocation is an event,
+    not a derived value). ``learner`` limits the rebuild to one learner (statements are
+    all mapped again: an alias may have moved a statement's evidence to them);
+    ``framework`` is accepted for compatibility and rebuilds every learner (a learner's
+    credits may span frameworks). ``progress(done, total, what)`` is called after each
+    chunk, ``what`` being "statements" or "learners".
     Returns the number of statements read."""
-    store = StatementStore(db)
+    del framework
     holder = Worker(db, name=f"recompute:{os.getpid()}:{uuid.uuid4().hex[:6]}")
     deadline = time.monotonic() + LEASE_SECONDS * 3
     while holder._acquire() is None:  # the running worker stands by while we rebuild
@@ -208,38 +328,36 @@ def recompute(db: Database, *, learner: str | None = None, framework: str | None
                             "try again, or stop the workers first")
         time.sleep(0.2)
     try:
-        return _recompute(db, store, holder, learner=learner, framework=framework,
-                          progress=progress)
+        holder.engine()  # a catalog change not noticed yet becomes part of the job
+        _schedule_recompute(db, holder, learner)
+        done = 0
+        while (step := holder.job_step(progress)) is not None:
+            if step[0] == "statements":
+                done += step[1]
+        while holder.drain_dirty():
+            pass
+        return done
     finally:
         holder.release()
 
 
-def _recompute(db: Database, store: StatementStore, holder: Worker, *, learner: str | None,
-               framework: str | None, progress: Callable[[int, int], None] | None) -> int:
-    engine = Engine(db, catalog_module.load(), guard=holder.check_lease)
-    watermark = store.watermark().seq
-    query: dict = {}
-    if learner:
-        query["learner"] = learner
-    if framework:
-        query["framework"] = framework
-    db["mastery"].delete_many(query)
-    db[STATE].delete_many(query)  # the engine's states are rebuilt from evidence
-    done = 0
-    position = 0
-    while position < watermark:
-        upper = min(watermark, position + BATCH)
-        docs = list(store.statements_in_range(position, upper))
-        # All statements are re-applied even for a scoped recompute: it is idempotent, and
-        # an alias may have moved a statement's evidence to the learner in scope.
-        result = engine.process(docs)
-        done += result.statements
-        position = upper
-        if progress:
-            progress(position, watermark)
-    # Pairs whose evidence is all gone still need a (blank) record: recompute every pair
-    # that has any evidence in scope.
-    pairs = {(e["learner"], e["competency"]) for e in db["evidence"].find(
-        query, {"learner": 1, "competency": 1})}
-    engine.recompute(pairs)
-    return done
+def _schedule_recompute(db: Database, holder: Worker, learner: str | None) -> None:
+    """Add a recompute to the catalog job: a new pass when none is unfinished, else the
+    unfinished one is resumed (its statement range extended to the watermark)."""
+    jobs = db[JOBS]
+    watermark = holder.store.watermark().seq
+    doc = jobs.find_one({"_id": CATALOG_JOB}) or {}
+    remap, rebuild = doc.get("remap"), doc.get("rebuild")
+    wanted = {"learners": [learner] if learner else None, "after": ""}
+    if remap is None and rebuild is None:
+        remap, rebuild = {"position": 0, "upto": watermark}, wanted
+    else:
+        if remap is not None:
+            remap["upto"] = max(remap["upto"], watermark)
+        if rebuild is None or (learner is None and rebuild.get("learners") is not None):
+            rebuild = wanted
+        elif learner and rebuild.get("learners") is not None and \
+                (learner not in rebuild["learners"] or learner <= rebuild.get("after", "")):
+            mark_dirty(db, {(learner, ALL)})
+    jobs.update_one({"_id": CATALOG_JOB}, {"$set": {"remap": remap, "rebuild": rebuild},
+                                           "$inc": {"gen": 1}}, upsert=True)

@@ -529,3 +529,294 @@ def test_a_retried_batch_does_not_duplicate_credit_audit_records(
     assert db["credits"].find_one({"_id": f"{learner}|{CREDIT}"})["status"] == "awarded"
     subject = f"{learner}|{CREDIT}"
     assert db["audit"].count_documents({"subject": subject, "action": "credit_awarded"}) == 1
+
+
+# -- catalog changes, superseded evidence, merges, interrupted recompute --------------------
+SAMPLE_FRAMEWORK = RULES.parent / "sample_framework.yaml"
+
+
+def settle(db, worker: Worker | None = None, *, limit: int = 500) -> None:
+    """Run a worker until the stream, the dirty queue and any catalog job are all done."""
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    while store.watermark().seq < store.last_seq():
+        time.sleep(0.01)
+    worker = worker or Worker(db, name="settle")
+    try:
+        for _ in range(limit):
+            worker.run_once()
+            position = db["worker_state"].find_one({"_id": WORKER_ID})["position"]
+            if position >= store.watermark().seq and worker.pending_job() is None and \
+                    db["mapping_dirty"].count_documents({}) == 0:
+                return
+        raise AssertionError("worker did not settle")
+    finally:
+        worker.release()
+
+
+def reimport_framework(replacements: dict[str, str]) -> None:
+    """Import the sample framework again with its YAML text edited."""
+    from mappings.frameworks import parse_yaml_framework
+
+    text = SAMPLE_FRAMEWORK.read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    save_framework(parse_yaml_framework(text, filename="sample_framework.yaml"))
+
+
+def load_rules(text: str) -> None:
+    ruleset = load_ruleset(text, filename="sample_rules.yaml",
+                           competencies=catalog_module.load().infos)
+    RuleSet(name=ruleset.name, text=text, rules=ruleset.to_dicts()).save()
+    catalog_module.bump()
+
+
+def by_learner(snap: dict) -> dict[str, dict]:
+    """A snapshot's mastery and credits grouped per learner."""
+    out: dict[str, dict] = {}
+    for kind in ("mastery", "credits"):
+        for key, value in snap[kind].items():
+            out.setdefault(key.split("|")[0], {"mastery": {}, "credits": {}})[kind][key] = value
+    return out
+
+
+def spread(prefix: str, learners: int, per_learner: int, *, month: str = "09") -> list[dict]:
+    """Each learner passes `per_learner` different competencies (well above the mark)."""
+    return [quiz(f"{prefix}{i}@school.example.edu", LEAVES[(i + k) % 13], 0.95, n=k,
+                 when=f"2026-{month}-{1 + (i + k) % 28:02d}T{k % 24:02d}:00:00Z")
+            for i in range(learners) for k in range(per_learner)]
+
+
+def test_a_catalog_change_is_applied_by_the_worker_and_equals_a_recompute(
+        client, xapi_headers, db, catalog, monkeypatch):
+    """Credit rule threshold and a roll-up method change after evidence exists: the worker
+    notices the new catalog and rebuilds in the background, in resumable chunks."""
+    import mappings.worker as worker_module
+
+    post(client, xapi_headers, spread("cc", 7, 6))
+    settle(db)
+    before = snapshot(db)
+    assert all(c[0] == "in_progress" for c in before["credits"].values())
+    parents = [k for k, v in before["mastery"].items() if k.endswith("|alg1-2")]
+    assert parents
+
+    reimport_framework({"min_percent: 70": "min_percent: 40",
+                        "rollup: {method: all_children}": "rollup: {method: average}"})
+    # A first worker works part of the job through, then dies (its lease runs out).
+    monkeypatch.setattr(worker_module, "REBUILD_CHUNK", 2)
+    dying = Worker(db, name="dying")
+    dying._acquire()
+    dying.engine()
+    assert dying.pending_job() is not None
+    assert dying.job_step() == ("learners", 2)
+    job = db["mapping_jobs"].find_one({"_id": "catalog"})
+    assert job["rebuild"]["after"]  # progress persisted
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"lease_until": utcnow_plus(-1)}})
+    settle(db)  # another worker takes over and resumes
+    incremental = snapshot(db)
+    credits = incremental["credits"].values()
+    assert all(c[0] == "awarded" for c in credits) and len(credits) == 7
+    for key in parents:
+        assert db["mastery"].find_one({"_id": key})["method"] == "rollup:average"
+    recompute(db)
+    assert snapshot(db) == incremental
+    # A bump that changes nothing derived (a learner merge does that) starts no job.
+    catalog_module.bump()
+    worker = Worker(db, name="idle")
+    worker._acquire()
+    worker.engine()
+    assert worker.pending_job() is None
+    worker.release()
+
+
+WRONG = {'activity: {prefix: "https://courses.example.com/algebra-1/ALG.1.1/"}\n'
+         '    evidence:\n      - competency: ALG.1.1':
+         'activity: {prefix: "https://courses.example.com/algebra-1/ALG.1.1/"}\n'
+         '    evidence:\n      - competency: ALG.1.3'}
+
+
+def test_a_corrected_rule_supersedes_the_evidence_it_no_longer_produces(
+        client, xapi_headers, db, catalog):
+    from mappings.review import decide, explain
+
+    correct = RULES.read_text()
+    wrong = correct
+    for old, new in WRONG.items():
+        assert old in wrong
+        wrong = wrong.replace(old, new)
+    load_rules(wrong)  # the rule for ALG.1.1's quizzes sends them to ALG.1.3 by mistake
+    email = "sam@school.example.edu"
+    post(client, xapi_headers, [quiz(email, "ALG.1.1", 0.9, n=i,
+                                     when=f"2026-09-0{i + 1}T10:00:00Z") for i in range(3)]
+         + spread("sx", 4, 5) + [internship_task(email, "budget")])
+    settle(db)
+    learner = learner_of(db, email)
+    wrong_ids = [e["_id"] for e in db["evidence"].find({"learner": learner,
+                                                        "competency": "alg1-1-3"})]
+    assert len(wrong_ids) == 3
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-1-3"})["mastered"]
+    # A teacher's decisions: on evidence the fix keeps, and on evidence it drops.
+    kept = db["evidence"].find_one({"learner": learner, "competency": "alg1-3-1"})["_id"]
+    decide(db, kept, "approve", by="Ms Rivera")
+    decide(db, wrong_ids[0], "override", by="Ms Rivera", points=9)
+
+    load_rules(correct)
+    settle(db)  # the worker applies the corrected rules on its own
+    incremental = snapshot(db)
+    recompute(db)
+    assert snapshot(db) == incremental
+
+    old = db["evidence"].find_one({"_id": wrong_ids[0]})
+    assert old["status"] == "superseded" and old["superseded_status"] == "accepted"
+    assert [a["action"] for a in old["actions"]] == ["override"]  # kept, for the record
+    assert {e["status"] for e in db["evidence"].find({"_id": {"$in": wrong_ids}})} == \
+        {"superseded"}
+    new = list(db["evidence"].find({"learner": learner, "competency": "alg1-1-1"}))
+    assert len(new) == 3 and {e["status"] for e in new} == {"accepted"}
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-1-1"})["mastered"]
+    assert db["mastery"].find_one({"_id": f"{learner}|alg1-1-3"}) is None
+    approved = db["evidence"].find_one({"_id": kept})
+    assert approved["status"] == "accepted" and approved["actions"][0]["by"] == "Ms Rivera"
+    chain = explain(db, learner, "alg1-1-3")
+    assert chain["evidence"] and all(e["superseded"] and not e["counted"]
+                                     for e in chain["evidence"])
+    with pytest.raises(ValueError, match="superseded"):
+        decide(db, wrong_ids[1], "approve", by="Ms Rivera")
+
+    # Equal to a fresh database's (no teacher decisions there: compare the other learners).
+    ours = {k: v for k, v in snapshot(db)["mastery"].items() if not k.startswith(learner)}
+    live = {k: v for k, v in snapshot(db)["evidence"].items() if v[1] != "superseded"}
+    for name in ("evidence", "mastery", "credits", "mapping_state", "mapping_jobs", "audit"):
+        db[name].delete_many({})
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
+    settle(db)
+    fresh = snapshot(db)
+    assert {k: v for k, v in fresh["mastery"].items() if not k.startswith(learner)} == ours
+    assert {k for k in fresh["mastery"] if k.startswith(learner)} == \
+        {k for k in snapshot(db)["mastery"] if k.startswith(learner)}
+    assert set(fresh["evidence"]) == set(live)
+
+
+def test_merging_two_members_of_one_group_statement_keeps_both_copies_decisions(
+        client, xapi_headers, db, catalog):
+    from mappings.identity import link, move_evidence
+    from mappings.review import decide
+
+    account = {"account": {"homePage": "https://courses.example.com", "name": "dee-9"}}
+    task = internship_task("x@school.example.edu", "team-budget")
+    task["actor"] = {"objectType": "Group", "name": "Team 9",
+                     "member": [{"mbox": "mailto:dee9@school.example.edu"}, account]}
+    post(client, xapi_headers, [task])
+    settle(db)
+    dee = learner_of(db, "dee9@school.example.edu")
+    alias = db["learners"].find_one({"agents": "acct|https://courses.example.com|dee-9"})["_id"]
+    copies = {(e["learner"], e["competency"]): e["_id"] for e in db["evidence"].find()}
+    assert len(copies) == 4  # two competencies, a copy for each member
+    decide(db, copies[(dee, "alg1-3-1")], "approve", by="Ms Rivera", comment="on site")
+    decide(db, copies[(alias, "alg1-3-1")], "override", by="Mr Okafor", points=5)
+    decide(db, copies[(alias, "alg1-3-2")], "reject", by="Mr Okafor")
+
+    _, merged = link(dee, "acct|https://courses.example.com|dee-9")
+    assert merged == alias
+    assert move_evidence(db, alias, dee) == 2
+    records = {e["competency"]: e for e in db["evidence"].find()}
+    assert db["evidence"].count_documents({}) == 2
+    first = records["alg1-3-1"]
+    assert [(a["action"], a["by"]) for a in first["actions"]] == \
+        [("approve", "Ms Rivera"), ("override", "Mr Okafor")]
+    assert first["status"] == "accepted" and first["learner"] == dee
+    assert records["alg1-3-2"]["status"] == "rejected"
+    assert [a["action"] for a in records["alg1-3-2"]["actions"]] == ["reject"]
+    assert db["mastery"].find_one({"_id": f"{dee}|alg1-3-1"})["points"] == 5
+    assert db["mastery"].count_documents({"learner": alias}) == 0
+    # Running the merge again (as after an interruption) changes nothing.
+    again = snapshot(db)
+    move_evidence(db, alias, dee)
+    assert snapshot(db) == again
+    recompute(db)
+    assert snapshot(db) == again
+
+
+def test_an_interrupted_recompute_leaves_each_learner_old_or_new_and_a_rerun_completes(
+        client, xapi_headers, db, catalog, monkeypatch):
+    import mappings.worker as worker_module
+
+    post(client, xapi_headers, spread("ir", 7, 5))
+    settle(db)
+    old = by_learner(snapshot(db))
+    # The threshold drops while no worker runs: every learner's credit changes.
+    reimport_framework({"min_percent: 70": "min_percent: 30"})
+    monkeypatch.setattr(worker_module, "REBUILD_CHUNK", 2)
+    monkeypatch.setattr(worker_module, "BATCH", 10)
+    calls: list = []
+
+    def interrupt(done, total, what=None):
+        calls.append(what)
+        # In the rebuild (or, for a recompute without one, at its second batch).
+        if what == "learners" or (what is None and len(calls) == 2):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        recompute(db, progress=interrupt)
+    middle = by_learner(snapshot(db))
+    recompute(db)  # a re-run completes it
+    new = by_learner(snapshot(db))
+    assert set(old) == set(new) == set(middle)
+    assert all(old[lr] != new[lr] for lr in old)
+    for lr, records in middle.items():
+        assert records in (old[lr], new[lr]), lr
+    assert any(middle[lr] == new[lr] for lr in new)  # interrupted midway:
+    assert any(middle[lr] == old[lr] for lr in old)  # some rebuilt, some not
+    assert db["mapping_jobs"].find_one({"_id": "catalog"})["rebuild"] is None
+    recompute(db)
+    assert by_learner(snapshot(db)) == new
+
+
+@pytest.mark.timeout(120)
+def test_a_void_racing_its_target_always_voids_it(client, xapi_headers, db, catalog):
+    """Two app processes receive a statement and the statement voiding it at the same
+    moment, many times over: the target always ends voided, in the LRS and in mastery."""
+    from lrs.store import StatementStore
+
+    stores = [StatementStore(db), StatementStore(db)]  # as two processes would
+    authority = {"objectType": "Agent", "name": "Provider",
+                 "account": {"homePage": "http://localhost", "name": "provider"}}
+    teacher = {"mbox": "mailto:teacher@school.example.edu"}
+    targets = []
+    errors: list[BaseException] = []
+    for i in range(60):
+        target = quiz(f"race{i % 5}@school.example.edu", LEAVES[i % 13], 0.95, n=i)
+        void = {"id": str(uuid.uuid4()), "actor": teacher,
+                "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+                "object": {"objectType": "StatementRef", "id": target["id"]}}
+        targets.append(target["id"])
+        barrier = threading.Barrier(2)
+
+        def send(store, stmt, barrier=barrier):
+            try:
+                barrier.wait(5)
+                store.insert([stmt], authority=authority, credential_key="provider")
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        # Alternate which one starts first.
+        pair = [(stores[0], target), (stores[1], void)][::1 if i % 2 else -1]
+        threads = [threading.Thread(target=send, args=p) for p in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert not errors, errors
+    for store in stores:
+        store.flush()
+    not_voided = [d["sid"] for d in db["lrs_statements"].find({"sid": {"$in": targets}})
+                  if not d.get("v")]
+    assert not_voided == []
+    settle(db)
+    counted = [e["_id"] for e in db["evidence"].find({"statement": {"$in": targets}})
+               if not e.get("voided")]
+    assert counted == []
+    assert all(m["points"] is None for m in db["mastery"].find({"from_children": False}))
+
