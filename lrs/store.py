@@ -271,10 +271,7 @@ class StatementStore:
             self._insert_docs(docs, statements)
             if void_targets:
                 self._void(void_targets, targets)
-            late = orphan_set.intersection(ids)
-            if late:
-                self.counters.update_one({"_id": COUNTER_ID},
-                                         {"$pullAll": {"orphans": sorted(late)}})
+            self._void_late_arrivals(ids, orphan_set)
             if attachments:
                 self._store_attachments(attachments)
         finally:
@@ -376,10 +373,7 @@ class StatementStore:
                 (outcome.present if i in failed else outcome.stored).append(doc["sid"])
             if void_targets:
                 self._void(void_targets, targets)
-            late = orphan_set.intersection(outcome.stored)
-            if late:
-                self.counters.update_one({"_id": COUNTER_ID},
-                                         {"$pullAll": {"orphans": sorted(late)}})
+            self._void_late_arrivals(outcome.stored, orphan_set)
         finally:
             self._finish(token)
         self._remember_definitions([stmt for stmt, _ in wanted.values()])
@@ -390,14 +384,43 @@ class StatementStore:
                                                           projection)}
 
     def _void(self, void_targets: dict[str, str], known: dict[str, dict]) -> None:
-        """Mark targets voided; remember targets not stored yet, so they arrive voided."""
-        self.statements.update_many(
-            {"sid": {"$in": list(void_targets)}, "vb": {"$exists": False}},
-            {"$set": {"v": True}})
+        """Mark targets voided; remember targets not stored yet, so they arrive voided.
+
+        A target may be stored at this very moment by another request, which looked at
+        the orphans before we add to them. Hence the order: remember the target first,
+        then mark whatever is stored. A target stored before the marking is marked here;
+        one stored after it finds the orphan when it looks again after its own insert
+        (:meth:`_void_late_arrivals`). Targets found stored by then are marked once more
+        and forgotten."""
         unknown = [t for t in void_targets if t not in known]
         if unknown:
             self.counters.update_one({"_id": COUNTER_ID},
                                      {"$addToSet": {"orphans": {"$each": unknown}}})
+        self.statements.update_many(
+            {"sid": {"$in": list(void_targets)}, "vb": {"$exists": False}},
+            {"$set": {"v": True}})
+        if unknown:
+            arrived = sorted(self._by_sid(unknown, {"sid": 1}))
+            if arrived:
+                self.statements.update_many(
+                    {"sid": {"$in": arrived}, "vb": {"$exists": False}}, {"$set": {"v": True}})
+                self.counters.update_one({"_id": COUNTER_ID},
+                                         {"$pullAll": {"orphans": arrived}})
+
+    def _void_late_arrivals(self, ids: Sequence[str], seen: set[str]) -> None:
+        """After inserting: statements voided by a request that raced ours (it added them
+        to the orphans after we allocated, and found them not stored yet) are marked now,
+        before our range is released; orphans that arrived are forgotten."""
+        doc = self.counters.find_one({"_id": COUNTER_ID}, {"orphans": 1}) or {}
+        orphans = set(doc.get("orphans") or ())
+        late = orphans.intersection(ids)
+        racing = sorted(late - seen)
+        if racing:
+            self.statements.update_many({"sid": {"$in": racing}, "vb": {"$exists": False}},
+                                        {"$set": {"v": True}})
+        forget = sorted(late | seen.intersection(ids))
+        if forget:
+            self.counters.update_one({"_id": COUNTER_ID}, {"$pullAll": {"orphans": forget}})
 
     @staticmethod
     def _complete(stmt: dict, sid: str, stored_iso: str, authority: dict,
