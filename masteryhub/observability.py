@@ -56,7 +56,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # View arguments never written to logs: launch-session tokens are bearer credentials.
 _SECRET_ARGS = ("token", "secret", "password")
 # Probes and scrapes: access lines at DEBUG unless they fail, so they do not drown the log.
-_QUIET_ENDPOINTS = frozenset({"health.healthz", "observability.metrics"})
+_QUIET_ENDPOINTS = frozenset({"health.healthz", "observability.livez", "observability.metrics"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _ACCESS_FIELDS = ("method", "path", "endpoint", "status", "duration_ms", "remote_addr")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -166,7 +166,11 @@ def _loggable_path() -> str:
 # -- metrics ---------------------------------------------------------------------------------
 class _RequestMetrics:
     def __init__(self) -> None:
+        import prometheus_client
         from prometheus_client import CollectorRegistry, Counter, Histogram, values
+
+        # No `*_created` series: they double the output and few dashboards use them.
+        getattr(prometheus_client, "disable_created_metrics", lambda: None)()
 
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         if self.multiprocess and values.ValueClass.__name__ != "MmapedValue":
@@ -343,6 +347,14 @@ def render_metrics(db: Any) -> bytes:
 
 
 bp = Blueprint("observability", __name__)
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    """Liveness: the process answers requests. Unlike /healthz it does not touch the
+    database, so an orchestrator does not restart every pod during a database outage."""
+    return Response('{"status": "ok"}\n', 200, mimetype="application/json",
+                    headers={"Cache-Control": "no-store"})
 
 
 @bp.get("/metrics")
