@@ -208,8 +208,10 @@ class Streamer:
     acknowledged (200). A thread stops at its first failure, so when the server dies the
     unacknowledged batches are exactly those not in ``acked``."""
 
-    def __init__(self, batches: list[list[dict]], auth: str, *, threads: int = 4):
+    def __init__(self, batches: list[list[dict]], auth: str, *, threads: int = 4,
+                 timeout: float = 30):
         self.batches = batches
+        self.timeout = timeout
         self.auth = auth
         self.threads = threads
         self.acked: set[int] = set()
@@ -234,7 +236,7 @@ class Streamer:
                 url = urls[index % len(urls)]
                 try:
                     response = http.post(url + "/xapi/statements",
-                                         json=self.batches[index], timeout=30)
+                                         json=self.batches[index], timeout=self.timeout)
                 except requests.RequestException as exc:
                     with self._lock:
                         self.failures.append((index, type(exc).__name__))
