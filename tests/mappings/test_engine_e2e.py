@@ -214,8 +214,11 @@ def test_reprocessing_and_recompute_change_nothing(client, xapi_headers, db, cat
     db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
     drain(db)
     assert snapshot(db) == once
+    written = {d["_id"]: d["updated_at"] for d in db["mastery"].find()}
     recompute(db)
     assert snapshot(db) == once
+    # Records that did not change are not rewritten (followers read by updated_at).
+    assert {d["_id"]: d["updated_at"] for d in db["mastery"].find()} == written
 
 
 def test_group_statement_is_evidence_for_each_member_and_aliases_merge(
@@ -772,6 +775,18 @@ def test_an_interrupted_recompute_leaves_each_learner_old_or_new_and_a_rerun_com
     assert db["mapping_jobs"].find_one({"_id": "catalog"})["rebuild"] is None
     recompute(db)
     assert by_learner(snapshot(db)) == new
+
+    # Interrupted again (the old threshold back): this time the running worker finishes it.
+    reimport_framework({})
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        recompute(db, progress=interrupt)
+    assert Worker(db, name="w").pending_job() is not None
+    settle(db)
+    finished = snapshot(db)
+    assert by_learner(finished) != new
+    recompute(db)
+    assert snapshot(db) == finished
 
 
 @pytest.mark.timeout(120)
