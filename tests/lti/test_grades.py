@@ -327,7 +327,7 @@ def test_grades_and_roster_commands(course, lti_app, db, quiz, post_statements, 
     runner = CliRunner()
     out = runner.invoke(main, ["grades", "sync", "--json"])
     assert out.exit_code == 0, out.output
-    result = json.loads(out.output)
+    result = json.loads(out.stdout)
     assert ALG_1_1 in {p["resource"] for p in result["posted"]}
     assert result["rosters"][0]["members"] == 4  # the teacher's launch queued it
 
@@ -337,7 +337,7 @@ def test_grades_and_roster_commands(course, lti_app, db, quiz, post_statements, 
 
     out = runner.invoke(main, ["roster", "sync", COURSE, "--json"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["members"] == 4
+    assert json.loads(out.stdout)["members"] == 4
     out = runner.invoke(main, ["roster", "sync", "demo|no-such-course"])
     assert out.exit_code == 1 and "no course" in out.output
 
