@@ -138,13 +138,20 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_logging(settings: Settings) -> logging.Handler:
-    """Route every logger to one stderr handler in the configured format (idempotent: a
-    second app in the same process reconfigures the same handler)."""
+def configure_logging(settings: Settings) -> logging.Handler | None:
+    """Route every logger to one stderr handler in the configured format.
+
+    Like ``logging.basicConfig``, it leaves alone a process whose logging someone else has
+    configured (a test runner, an embedding application): there it only makes the request
+    id available to their handlers. A second app in the same process reconfigures our own
+    handler. Returns that handler, or None when logging was configured elsewhere.
+    """
     _install_record_factory()
     root = logging.getLogger()
-    root.setLevel(settings.log_level)
     handler = next((h for h in root.handlers if getattr(h, "_masteryhub", False)), None)
+    if handler is None and root.handlers:
+        return None
+    root.setLevel(settings.log_level)
     if handler is None:
         handler = _StderrHandler()
         handler._masteryhub = True  # type: ignore[attr-defined]

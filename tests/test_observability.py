@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from masteryhub.app import create_app
 from masteryhub.config import Settings
+from masteryhub.observability import JsonFormatter, TextFormatter
 
 TOKEN = "metrics-" + "x" * 24
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,8 +82,26 @@ def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_json_logs_one_object_per_line_with_the_request_id(tmp_path, mongo_server_uri, db_name,
-                                                          capsys):
+@contextlib.contextmanager
+def log_output(formatter: logging.Formatter):
+    """What the root logger writes through ``formatter`` (pytest's own handlers keep
+    configure_logging from adding its stderr handler in this process)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_json_logs_one_object_per_line_with_the_request_id(tmp_path, mongo_server_uri,
+                                                          db_name):
     app = create_app(make_settings(tmp_path, mongo_server_uri, db_name, LOG_FORMAT="json"))
 
     def noisy():
@@ -88,13 +109,14 @@ def test_json_logs_one_object_per_line_with_the_request_id(tmp_path, mongo_serve
         return "ok"
 
     app.add_url_rule("/test-noisy", "noisy", noisy)
-    capsys.readouterr()
-    response = app.test_client().get("/test-noisy?secret=zzz",
-                                     headers={"X-Request-ID": "abc-123"})
+    with log_output(JsonFormatter()) as out:
+        response = app.test_client().get("/test-noisy?secret=zzz",
+                                         headers={"X-Request-ID": "abc-123"})
+        logging.getLogger("masteryhub.tests").warning("outside a request")
     assert response.headers["X-Request-ID"] == "abc-123"
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    records = _json_lines(err)
+    text = out.getvalue()
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = _json_lines(text)
     assert len(records) == len(lines)  # every line is a JSON object
     inside = next(r for r in records if r["logger"] == "masteryhub.tests")
     assert inside["message"] == "inside the view: hello"
@@ -105,19 +127,36 @@ def test_json_logs_one_object_per_line_with_the_request_id(tmp_path, mongo_serve
     assert access["method"] == "GET" and access["path"] == "/test-noisy"
     assert access["status"] == 200 and access["endpoint"] == "noisy"
     assert isinstance(access["duration_ms"], float)
-    assert "zzz" not in err  # query strings are not logged
-
-    logging.getLogger("masteryhub.tests").warning("outside a request")
-    outside = _json_lines(capsys.readouterr().err)
-    assert outside[-1]["request_id"] is None
+    assert "zzz" not in text  # query strings are not logged
+    assert records[-1]["message"] == "outside a request" and records[-1]["request_id"] is None
 
 
-def test_text_logs_show_the_request_id(client, capsys):
-    capsys.readouterr()
-    client.get("/healthz/nope", headers={"X-Request-ID": "text-req-1"})
-    err = capsys.readouterr().err
-    line = next(ln for ln in err.splitlines() if "masteryhub.access" in ln)
+def test_text_logs_show_the_request_id(client):
+    with log_output(TextFormatter()) as out:
+        client.get("/healthz/nope", headers={"X-Request-ID": "text-req-1"})
+    line = next(ln for ln in out.getvalue().splitlines() if "masteryhub.access" in ln)
     assert "[text-req-1]" in line and "GET /healthz/nope 404" in line
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_configure_logging_in_a_fresh_process(log_format):
+    """Where nothing else configured logging (a server process), one stderr handler in the
+    chosen format, at the chosen level."""
+    code = ("import logging\n"
+            "from masteryhub.config import Settings\n"
+            "from masteryhub.observability import configure_logging\n"
+            f"s = Settings(log_format={log_format!r}, log_level='INFO')\n"
+            "configure_logging(s); configure_logging(s)\n"
+            "logging.getLogger('masteryhub.x').debug('hidden')\n"
+            "logging.getLogger('masteryhub.x').info('shown %d', 1)\n")
+    err = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stderr
+    assert "hidden" not in err and err.count("shown 1") == 1
+    if log_format == "json":
+        record = json.loads(err)
+        assert record["logger"] == "masteryhub.x" and record["level"] == "INFO"
+    else:
+        assert " INFO masteryhub.x [-] shown 1" in err
 
 
 def test_session_tokens_stay_out_of_logs_and_metric_labels(metrics_app, caplog):
