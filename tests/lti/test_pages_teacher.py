@@ -335,8 +335,9 @@ def test_approve_counts_the_evidence_and_is_audited(klass, run_mapper):
     page = klass.http.get(requests.compat.urljoin(klass.base + "/", r.headers["Location"]),
                           timeout=10)
     text = plain(page.text)
-    assert "Approved: Ana Alvarez\u2019s evidence for ALG.3.1 , by Dana Teacher" in text
-    assert f"ALG.3.1 is now {after['level']} (proficient)" in text
+    assert "Approved: Ana Alvarez\u2019s evidence for ALG.3.1 , by Dana Teacher, with the " \
+           "comment \u201cSupervisor confirmed.\u201d" in text
+    assert f"ALG.3.1 is now {after['level']} ." in text
     assert len(pending_items(page.text)) == 1
 
 
