@@ -13,7 +13,9 @@ class view (default sort), and 100 sorted by a competency with the strand filter
 
 Figures, p50/p95:
 - server time: ``Server-Timing: app;dur=`` that the teacher blueprint adds to every
-  response (from before_request to after_request: the queries and the whole template);
+  response (from before_request to after_request: the queries and the whole template),
+  and ``cpu;dur=``, the request thread's own CPU time in the app (without the database's
+  work; what a machine busy with other jobs inflates least);
 - the HTTP round trip from this process;
 - baseline in the same run: GET /healthz round trip (a database ping), interleaved with
   the class-view requests. Ratios are against its p50.
@@ -167,10 +169,10 @@ def teacher_session(http: requests.Session, login_url: str) -> str:
     return landing.url.split("?")[0]
 
 
-def server_ms(response: requests.Response) -> float:
-    match = re.search(r"app;dur=([0-9.]+)", response.headers.get("Server-Timing", ""))
+def server_ms(response: requests.Response, metric: str = "app") -> float:
+    match = re.search(metric + r";dur=([0-9.]+)", response.headers.get("Server-Timing", ""))
     if not match:
-        raise RuntimeError(f"no Server-Timing on {response.url}")
+        raise RuntimeError(f"no Server-Timing {metric} on {response.url}")
     return float(match.group(1))
 
 
@@ -180,8 +182,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 def measure(http: requests.Session, url: str, health_url: str, params: dict
-            ) -> tuple[list[float], list[float], list[float], int]:
-    servers, trips, health = [], [], []
+            ) -> tuple[list[float], list[float], list[float], int, list[float]]:
+    servers, trips, health, cpus = [], [], [], []
     size = 0
     for i in range(WARMUP + N):
         t0 = time.perf_counter()
@@ -196,10 +198,11 @@ def measure(http: requests.Session, url: str, health_url: str, params: dict
         ping = (time.perf_counter() - t1) * 1000
         if i >= WARMUP:
             servers.append(server_ms(r))
+            cpus.append(server_ms(r, "cpu"))
             trips.append(trip)
             health.append(ping)
             size = len(r.content)
-    return servers, trips, health, size
+    return servers, trips, health, size, cpus
 
 
 def main() -> int:
@@ -207,6 +210,7 @@ def main() -> int:
     server = EmbeddedServer(workdir)
     state = server.start()
     rng = random.Random(7)
+    load = os.getloadavg()
     try:
         from masteryhub.database import connect
 
@@ -232,14 +236,16 @@ def main() -> int:
             app.stop()
         base = statistics.median(plain[2] + sorted_[2])
         print(f"Class view benchmark — {LEARNERS} learners x 40 competencies, {N} GETs each "
-              f"after {WARMUP} warm-up, `masteryhub serve`")
+              f"after {WARMUP} warm-up, `masteryhub serve`; load average before: "
+              f"{' '.join(f'{v:.1f}' for v in load)} on {os.cpu_count()} CPUs")
         print(f"baseline GET /healthz round trip: p50 {base:6.2f} ms  "
               f"p95 {pct(plain[2] + sorted_[2], 0.95):6.2f} ms")
         worst = 0.0
-        for label, (servers, trips, _, size) in (
+        for label, (servers, trips, _, size, cpus) in (
                 ("class view (all columns, by name) ", plain),
                 ("class view (sorted, strand filter)", sorted_)):
-            for kind, values in (("server", servers), ("round trip", trips)):
+            for kind, values in (("server", servers), ("app CPU", cpus),
+                                 ("round trip", trips)):
                 p50 = statistics.median(values)
                 print(f"{label} {kind:>10}: p50 {p50:6.2f} ms  p95 {pct(values, 0.95):6.2f} ms  "
                       f"(p50 / healthz p50 = {p50 / base:5.1f}x)")
