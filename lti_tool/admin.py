@@ -603,8 +603,10 @@ def ruleset_remove(name: str):
     if request.method == "GET":
         return _page("admin/confirm.html", title=f"Remove rule set {name}",
                      question=f"Remove the rule set '{name}' ({len(found.rules)} rule(s))? "
-                              "Evidence it produced stays; new statements no longer match "
-                              "its rules.",
+                              "The mapping worker then maps the stored statements again: "
+                              "evidence only these rules produced becomes superseded (kept "
+                              "for the record, no longer counted), and mastery and credit "
+                              "are recomputed.",
                      action=url_for("admin.ruleset_remove", name=name), button="Remove",
                      back=url_for("admin.ruleset", name=name))
     found.delete()
