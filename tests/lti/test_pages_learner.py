@@ -173,6 +173,10 @@ def test_teacher_links_only_free_identifiers_to_a_learner(
 
         assert "mbox|mailto:ana@internship.example" in Learner.objects.get(
             identifier=ana).agents
+    page = browser.http.get(f"{teacher}/learner/{ana}/", timeout=10).text
+    assert "<title>ana — Mastery Hub</title>" in page or "<title>Ana Alvarez — Mastery Hub" \
+        "</title>" in page, page[:400]
+    assert page.count('id="identity"') == 1 and "mbox|mailto:ana@internship.example" in page
     learner_browser = type(browser)()
     base = launch(learner_browser, platform, role="learner")
     assert learner_browser.http.post(f"{base}/learner/{ana}/aliases",
