@@ -52,9 +52,12 @@ def _source(value: str) -> str:
 def _navigation():
     def nav(session: LaunchSession) -> list[tuple[str, str]]:
         links = []
-        if session.learner and ("learner" in session.roles or not session.is_staff):
+        if session.learner and "learner" in session.roles:
             links.append(("My progress", url_for("pages.dashboard", token=session.token,
                                                  learner=session.learner)))
+            if "teacher.export_me" in current_app.view_functions:
+                links.append(("Download my record", url_for("teacher.export_me",
+                                                            token=session.token)))
         if "mentor" in session.roles:
             links.append(("My learners", url_for("pages.mentees", token=session.token)))
         for endpoint, label in (("teacher.class_view", "Class"), ("teacher.review", "Review"),

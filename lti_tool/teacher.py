@@ -182,7 +182,7 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
     scope = scope_of(course)
     members = _members(session)
     ids = [m.learner for m in members]
-    rows, _ = progress._rows(scope.competencies)
+    rows, _ = progress.competency_rows(scope.competencies)
     by_id = {r.identifier: r for r in rows}
     rules = {r.identifier: r for r in CreditRule.objects(identifier__in=scope.credit_rules)}
     wanted = list(dict.fromkeys(list(by_id) + sorted(
@@ -581,7 +581,7 @@ def review(session: LaunchSession):
     db = get_db()
     members = _members(session)
     scope = scope_of(_course(session))
-    rows, _ = progress._rows(scope.competencies)
+    rows, _ = progress.competency_rows(scope.competencies)
     items, total = _pending(db, session, [m.learner for m in members], scope.competencies)
     decided = None
     if request.args.get("decided"):
@@ -622,7 +622,7 @@ def decide(session: LaunchSession):
         raise BadInput("Say why in a comment: the learner sees it with the decision.")
     points = None
     if action == "override":
-        (row,), _ = progress._rows([evidence["competency"]])
+        (row,), _ = progress.competency_rows([evidence["competency"]])
         level = form.get("level") or ""
         chosen = next((lv for lv in row.levels if lv.name == level), None)
         if chosen is None:

@@ -205,6 +205,14 @@ def home(session):
     return render_template("lti/home.html", session=session, course=course)
 
 
+@bp.get("/files/<file_id>")
+def file_outside_a_launch(file_id: str):
+    """The address xAPI attachments name (``fileUrl``): files stay behind the launch's
+    access checks, so outside a launch this explains where to open them."""
+    return error_page("This file belongs to a learner's submission. Open it from Mastery "
+                      "Hub inside your course (the review queue or the learner's page).", 401)
+
+
 @bp.get("/s/<token>/me")
 @launched
 def me(session):

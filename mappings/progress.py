@@ -86,7 +86,10 @@ def _levels(scale: Scale) -> list[LevelInfo]:
             for lv in sorted(scale.levels, key=lambda lv: lv.points)]
 
 
-def _rows(competency_ids: Sequence[str]) -> tuple[list[CompetencyRow], dict[str, Competency]]:
+def competency_rows(competency_ids: Sequence[str]
+                    ) -> tuple[list[CompetencyRow], dict[str, Competency]]:
+    """Display rows (scale, depth, leaf or not) for competencies, in the order given; and
+    the Competency documents by id."""
     items = {c.identifier: c for c in Competency.objects(identifier__in=list(competency_ids))}
     frameworks = {f.identifier: f for f in Framework.objects(
         identifier__in=list({c.framework for c in items.values()}))}
@@ -131,7 +134,7 @@ def learning_path(items: dict[str, Competency], leaves: Iterable[str]) -> list[s
 
 def learner_progress(db, learner: str, competency_ids: Sequence[str],
                      credit_rules: Sequence[str]) -> LearnerProgress:
-    rows, items = _rows(competency_ids)
+    rows, items = competency_rows(competency_ids)
     by_id = {r.identifier: r for r in rows}
     for m in db["mastery"].find({"learner": learner, "competency": {"$in": list(by_id)}},
                                 {"competency": 1, "points": 1, "level": 1, "mastered": 1}):
@@ -205,7 +208,7 @@ class EvidenceRow:
 def evidence_of(db, learner: str, competency_ids: Sequence[str], *,
                 include_rejected: bool = True) -> list[EvidenceRow]:
     """A learner's evidence for these competencies, newest first (voided left out)."""
-    rows, _ = _rows(competency_ids)
+    rows, _ = competency_rows(competency_ids)
     scales = {r.identifier: r for r in rows}
     out = []
     for e in db["evidence"].find({"learner": learner,

@@ -115,6 +115,11 @@ def test_submission_becomes_a_statement_and_pending_evidence(
     assert stmt is not None  # it went through the LRS
     dashboard = browser.http.get(f"{base}/learner/{learner}/", timeout=10).text
     assert "awaiting review" in dashboard
+    # the statement's attachment names the file by an address that only explains itself
+    # outside a launch: the file stays behind the access checks
+    file_url = json.loads(stmt["j"])["attachments"][0]["fileUrl"]
+    outside = browser.http.get(file_url, timeout=10)
+    assert outside.status_code == 401 and "Open it from Mastery Hub" in unescape(outside.text)
 
 
 def test_mentor_sees_their_learner_read_only_and_nobody_else(
@@ -130,6 +135,7 @@ def test_mentor_sees_their_learner_read_only_and_nobody_else(
     assert home.status_code == 200 and "read-only" in home.text
     assert f"/learner/{ana}/" in home.url
     assert "Save my goals" not in home.text and "Submit evidence" not in home.text
+    assert ">My progress<" not in home.text and ">My learners<" in home.text
     assert browser.http.get(f"{base}/learner/{ben}/", timeout=10).status_code == 403
     # a learner cannot open another learner's record either
     assert ana_browser.http.get(
