@@ -61,7 +61,8 @@ def _navigation():
         if "mentor" in session.roles:
             links.append(("My learners", url_for("pages.mentees", token=session.token)))
         for endpoint, label in (("teacher.class_view", "Class"), ("teacher.review", "Review"),
-                                ("teacher.export_class", "Export")):
+                                ("teacher.export_class", "Export"),
+                                ("course_setup.setup", "Course setup")):
             if session.is_staff and endpoint in current_app.view_functions:
                 links.append((label, url_for(endpoint, token=session.token)))
         return links

@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
     init_lrs(app, make_store, base_url=settings.base_url)
 
     from lti_tool.api import bp as api_bp
+    from lti_tool.course_setup import bp as course_setup_bp
     from lti_tool.pages import assets as assets_bp
     from lti_tool.pages import bp as pages_bp
     from lti_tool.registration_web import bp as lti_registration_bp
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, mongodb_uri: str | None = No
 
     app.register_blueprint(teacher_bp)
     app.register_blueprint(assets_bp)
+    app.register_blueprint(course_setup_bp)
     app.register_blueprint(lti_registration_bp)
     from lti_tool.grades_web import bp as lti_grades_bp
 
