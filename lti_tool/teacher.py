@@ -30,7 +30,7 @@ from markupsafe import Markup, escape
 from mongoengine.connection import get_db
 
 from lrs.jsonio import loads_json
-from lti_tool import access
+from lti_tool import access, sync
 from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course, LaunchSession, Membership
 from lti_tool.web import error_page, launched
@@ -488,6 +488,7 @@ def class_view(session: LaunchSession):
         support=support, days=days, stuck=stuck, rules=SUPPORT_RULES,
         credit_rule=credit_rule, credit_names=credit_names, placed=placed,
         pending=sum(line.pending for line in data.lines), steps=PALETTE_STEPS,
+        gradebook=sync.sync_status(session.context, db) if session.context else None,
         step_of=lambda index, of: Cell("", index=index, of=of).step)
 
 

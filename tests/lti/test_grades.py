@@ -211,6 +211,9 @@ def test_a_failing_platform_is_retried_with_backoff_and_shown_to_the_instructor(
     assert "500" in body["failure"]["error"] and body["failure"]["attempts"] == 1
     assert body["failure"]["next_attempt_at"] == "2030-01-01T12:00:30.000Z"
     assert http.get(f"{tool_url}/lti/s/{learner}/grades/status", timeout=10).status_code == 403
+    # ... and on the class view, where the instructor looks
+    page = http.get(f"{tool_url}/lti/s/{teacher}/class/", timeout=10).text
+    assert 'data-testid="gradebook-failing"' in page and "500" in page
 
     # Before the retry is due the course is left alone; then the delay grows.
     with lti_app.app_context():
