@@ -110,7 +110,7 @@ def test_database_killed_mid_stream_loses_no_acknowledged_statement(tmp_path):
     restarted on the same DATA_DIR and the database recovers from its journal.
 
     Meanwhile new requests get 503 within DB_TIMEOUT_MS, but a write that was in flight
-    at the kill hangs for up to lrs.store.WRITE_TIMEOUT_S (60 s): its `pymongo.timeout`
+    at the kill hangs for up to lrs.store.WRITE_TIMEOUT_S (20 s): its `pymongo.timeout`
     also bounds the retry's server selection, which then waits for a server that is gone.
     The clients here give up after 5 s (unacknowledged, so re-sent)."""
     from lrs.auth import create_credential
