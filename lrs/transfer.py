@@ -305,7 +305,8 @@ def import_remote(store: StatementStore, endpoint: str, *, username: str | None,
         status, body = (None, b"")
         if more:
             url = more if more.startswith("http") else lrs.get_endpoint_server_root() + more
-            status, body = _get(lrs, url)
+            # The credentials go only to the LRS we were given, whatever a `more` link says.
+            status, body = _get(lrs, url) if _same_origin(url, lrs.endpoint) else (None, b"")
             if status != 200:  # an expired or foreign `more` link: start again from `since`
                 more = None
         if not more:
@@ -381,3 +382,10 @@ def _just_before(stored: str) -> str:
     except XAPIError:
         return stored
     return iso(moment - dt.timedelta(milliseconds=1))
+
+
+def _same_origin(a: str, b: str) -> bool:
+    from urllib.parse import urlsplit
+
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.netloc) == (pb.scheme, pb.netloc)

@@ -222,8 +222,13 @@ class _Launch(MessageLaunch):
     def run(self) -> MessageLaunch:
         """Validate everything except state/nonce, which the caller consumes."""
         self._validated = True
-        return (self.validate_jwt_format().validate_registration()
-                .validate_jwt_signature().validate_deployment().validate_message())
+        self.validate_jwt_format()
+        if not isinstance(self._jwt.get("body"), dict) or \
+                not isinstance(self._jwt.get("header"), dict):
+            raise LaunchError("The launch token's header and body must be JSON objects.")
+        self.validate_registration().validate_jwt_signature()
+        _check_claim_types(self._jwt["body"])
+        return self.validate_deployment().validate_message()
 
 
 class _NoSession:
@@ -253,6 +258,23 @@ _MESSAGES = {
     "Registration not found.": "This tool has no registration for the token's issuer and "
                                "audience.",
 }
+
+
+_CLAIM_TYPES = {CLAIM + "context": dict, CLAIM + "custom": dict, CLAIM + "roles": list,
+                CLAIM + "role_scope_mentor": list, CLAIM + "resource_link": dict,
+                AGS_CLAIM: dict, NRPS_CLAIM: dict, DL_CLAIM: dict}
+
+
+def _check_claim_types(body: Mapping) -> None:
+    """A signed token can still carry a claim of the wrong JSON type; refuse it by name."""
+    for claim, kind in _CLAIM_TYPES.items():
+        if claim in body and body[claim] is not None and not isinstance(body[claim], kind):
+            what = "an object" if kind is dict else "an array"
+            raise LaunchError(f"The launch token's {claim.rsplit('/', 1)[-1]} claim must be "
+                              f"{what}.")
+    for name in ("sub", "email", "name"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise LaunchError(f"The launch token's {name} claim must be a string.")
 
 
 @dataclass
@@ -296,7 +318,8 @@ def complete_launch(params: Mapping[str, str], *, secure: bool,
         raise LaunchError("The launch does not belong to this browser session (state).",
                           status=401)
     platform = Platform.objects(identifier=login.platform).first()
-    if platform is None or platform.issuer != body.get("iss"):
+    if platform is None or platform.issuer != body.get("iss") or \
+            launch._registration.platform.identifier != platform.identifier:
         raise LaunchError("The launch token was issued by another platform than the login.",
                           status=401)
     needs_storage_check = cookie_state is None
@@ -316,7 +339,11 @@ def start_session(platform: Platform, body: Mapping, *, verified: bool) -> Launc
     email = body.get("email") or None
     name = body.get("name") or " ".join(
         p for p in (body.get("given_name"), body.get("family_name")) if p) or None
-    learner = identity.learner_for_lti_user(iss, sub, email=email, name=name) if sub else None
+    # Only a learner's email joins their record (a parent's or teacher's must not).
+    learner = identity.learner_for_lti_user(
+        iss, sub, email=email if "learner" in normalised and not {
+            "mentor", "instructor", "administrator"} & set(normalised) else None,
+        name=name) if sub else None
     mentees = []
     if "mentor" in normalised:
         mentees = [identity.learner_for_lti_user(iss, m)
@@ -380,6 +407,8 @@ def find_session(token: str | None) -> LaunchSession | None:
     session = LaunchSession.objects(token=token).first()
     if session is None or session.pending or session.expired():
         return None
+    if Platform.objects(identifier=session.platform, status="active").first() is None:
+        return None  # an administrator disabled the platform: its sessions end with it
     return session
 
 

@@ -88,6 +88,11 @@ def _forbidden(_):
                       "a teacher's role in this course.", 403)
 
 
+@bp.errorhandler(413)
+def _too_large(_):
+    return error_page("The upload is larger than 5 MB; share a link to the file instead.", 413)
+
+
 @bp.errorhandler(404)
 def _not_found(_):
     return error_page("There is no such record in this course.", 404)
@@ -159,6 +164,8 @@ def submit(session: LaunchSession, learner: str):
     statement in the LRS and waits in the teacher's review queue."""
     if session.learner != learner:
         abort(403)
+    # Refuse a larger body before werkzeug spools it (the file limit plus the form).
+    request.max_content_length = MAX_FILE_BYTES + 256 * 1024
     scope = scope_of(_course(session))
     rows = progress.learner_progress(get_db(), learner, scope.leaves, []).competencies
     form = request.form
@@ -242,17 +249,12 @@ def add_alias(session: LaunchSession, learner: str):
     if kind == "email":
         email = (request.form.get("email") or "").strip()
         agent = {"mbox": f"mailto:{email}"} if "@" in email and " " not in email else None
-    elif kind == "account":
-        home = (request.form.get("home_page") or "").strip()
-        name = (request.form.get("name") or "").strip()
-        agent = {"account": {"homePage": home, "name": name}} \
-            if urlsplit(home).scheme in ("http", "https") and name else None
-    else:
+    else:  # accounts are not offered: one could be another platform's LMS user
         agent = None
     agent_ifi = ifi(agent) if agent else None
     if agent_ifi is None:
-        return error_page("Give an email address, or an account's home page (http/https URL) "
-                          "and name.", 400)
+        return error_page("Give the email address another provider uses for this learner.",
+                          400)
     owner = Learner.objects(agents=agent_ifi).only("identifier").first()
     if owner is not None and owner.identifier != person.identifier:
         return error_page("That identifier already belongs to another learner record. An "
@@ -272,4 +274,7 @@ def file(session: LaunchSession, file_id: str):
         abort(404)
     if not access.can_view_learner(session, stored["learner"]):
         abort(403)
+    if session.learner != stored["learner"] and session.is_staff and \
+            stored.get("course") != session.context:
+        abort(403)  # a teacher sees what was submitted in their course
     return provider.file_response(stored)

@@ -168,6 +168,16 @@ class GradeSync:
     def detect_changes(self, state: dict) -> int:
         cursors = dict(state.get("cursors") or {})
         recent = dict(state.get("recent") or {})
+        if self.db["lti_courses"].find_one({"ags.lineitems": {"$exists": True}},
+                                           {"_id": 1}) is None:
+            # No course has a gradebook to post to: follow the stamps without reading the
+            # records (the mapping worker shares the database; a pass over every changed
+            # mastery record would only slow it down).
+            now = utcnow()
+            self.state.update_one({"_id": STATE_ID, "holder": self.name},
+                                  {"$set": {"cursors": {n: now for _, n in FOLLOWED},
+                                            "recent": {}, "detected_at": now}})
+            return 0
         budget = CHANGES_PER_PASS
         changed_mastery: list[dict] = []
         changed_credits: list[dict] = []
@@ -196,14 +206,14 @@ class GradeSync:
         newest = cursor
         fields = {"learner": 1, "competency": 1, "rule": 1, "course": 1, "user": 1,
                   "status": 1, "updated_at": 1}
+        same = 0  # records at the last page's final stamp, already read
         while len(out) < budget:
-            if last is None:
-                query: dict = {"updated_at": {"$gt": start}}
-            else:
-                query = {"$or": [{"updated_at": {"$gt": last[0]}},
-                                 {"updated_at": last[0], "_id": {"$gt": last[1]}}]}
+            # A range on the indexed stamp only (SecantusDB scans the whole collection for
+            # an $or); records sharing the last stamp are skipped by count.
+            query: dict = {"updated_at": {"$gt": start}} if last is None else \
+                {"updated_at": {"$gte": last[0]}}
             page = list(self.db[collection].find(query, fields)
-                        .sort([("updated_at", 1), ("_id", 1)]).limit(PAGE))
+                        .sort([("updated_at", 1), ("_id", 1)]).skip(same).limit(PAGE))
             for doc in page:
                 stamp = _aware(doc["updated_at"])
                 key = f"{doc['_id']}@{stamp.isoformat()}"
@@ -214,7 +224,10 @@ class GradeSync:
                     newest = stamp
             if len(page) < PAGE:
                 break
-            last = (page[-1]["updated_at"], page[-1]["_id"])
+            final = page[-1]["updated_at"]
+            same = (same if last is not None and last[0] == final else 0) + sum(
+                1 for d in page if d["updated_at"] == final)
+            last = (final, page[-1]["_id"])
         # Remember only what the next overlap window can show again.
         floor = (newest - self.overlap) if newest else EPOCH
         kept = [k for k in seen

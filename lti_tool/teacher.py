@@ -201,12 +201,12 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
                 records[(m["learner"], m["competency"])] = m
     pending: dict[str, int] = defaultdict(int)
     if ids and by_id:
-        learners = set(ids)
-        for e in db["evidence"].find(
-                {"status": "pending", "framework": {"$in": scope.frameworks}},
-                {"learner": 1, "competency": 1, "voided": 1}):
-            if e["learner"] in learners and e["competency"] in by_id and not e.get("voided"):
-                pending[e["learner"]] += 1
+        for i in range(0, len(ids), 200):  # the class's learners only, chunked
+            for e in db["evidence"].find(
+                    {"learner": {"$in": ids[i:i + 200]}, "status": "pending"},
+                    {"learner": 1, "competency": 1, "voided": 1}):
+                if e["competency"] in by_id and not e.get("voided"):
+                    pending[e["learner"]] += 1
     stored_credits = {(c["learner"], c["rule"]): c for c in db["credits"].find(
         {"learner": {"$in": ids}, "rule": {"$in": list(rules)}},
         {"learner": 1, "rule": 1, "status": 1, "awarded_at": 1})} if ids and rules else {}
@@ -442,8 +442,8 @@ def class_view(session: LaunchSession):
         raise BadInput("The sort direction is asc or desc.")
     days = _int_arg("days", DEFAULT_DAYS, 1, 365, "Days without evidence")
     stuck = _int_arg("stuck", DEFAULT_STUCK, 1, 100, "Evidence count for 'stuck'")
-    credit_rule = args.get("rule") or (data.scope.credit_rules[0]
-                                       if data.scope.credit_rules else None)
+    credit_rule = args.get("rule") or next(
+        (r for r in data.scope.credit_rules if r in data.rules), None)
     if credit_rule and credit_rule not in data.rules:
         raise BadInput("Sort by a credit of this course.")
 

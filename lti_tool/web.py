@@ -60,6 +60,16 @@ def _start_timer() -> None:
         g.lti_started = time.perf_counter()
 
 
+@bp.after_app_request
+def _lti_headers(response: Response) -> Response:
+    """Every page inside a launch (any blueprint): its path holds the session token, so
+    no Referer leaves the site and nothing is cached."""
+    if request.path.startswith("/lti/s/") or request.path.startswith("/lti/confirm/"):
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
 @bp.after_request
 def _headers(response: Response) -> Response:
     # Session tokens live in paths: never send them to other sites as a Referer.
@@ -189,7 +199,8 @@ def home(session):
     from lti_tool.models import Course
 
     view, competency = request.args.get("view"), request.args.get("competency")
-    if session.is_staff and "teacher.class_view" in current_app.view_functions:
+    if session.is_staff and session.context and "teacher.class_view" in \
+            current_app.view_functions:
         return redirect(url_for("teacher.class_view", token=session.token,
                                 **({"competency": competency} if competency else {})))
     if "mentor" in session.roles and not session.is_staff:

@@ -63,12 +63,14 @@ SKIPPED = {
     "admin_login_failures": "login throttling",
     "lti_platform_keysets": "cached platform key sets",
     "demo_launches": "demo launches in flight",
+    "lti_access_tokens": "platform access tokens (live bearer tokens; fetched again)",
 }
 SECRET = {
     "lti_keys": "the tool's private signing keys",
     "lrs_credentials": "provider credential secret hashes",
     "admin_accounts": "operator password hashes",
     "demo_platform": "the demo platform's private key",
+    "lti_files": "files learners submitted (personal data)",
 }
 
 
@@ -213,6 +215,9 @@ def restore(db: Database, source: Path, *, force: bool = False,
         documents: dict[str, list] = {}
         for name in names:  # read (and decrypt) everything before changing anything
             entry = manifest["collections"][name]
+            if "/" in entry["file"] or "\\" in entry["file"] or entry["file"].startswith("."):
+                raise BackupError(f"the manifest names a file outside the backup: "
+                                  f"{entry['file']!r}")
             data = (folder / entry["file"]).read_bytes()
             if entry.get("encrypted"):
                 from cryptography.fernet import InvalidToken

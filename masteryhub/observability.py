@@ -162,8 +162,12 @@ def configure_logging(settings: Settings) -> logging.Handler | None:
     return handler
 
 
+_TOKEN_PATH = re.compile(r"^/lti/(s|confirm)/[^/]+")
+
+
 def _loggable_path() -> str:
-    path = request.path
+    # Unmatched routes (404, 405) have no view_args: mask launch tokens by shape too.
+    path = _TOKEN_PATH.sub(lambda m: f"/lti/{m.group(1)}/***", request.path)
     for name, value in (request.view_args or {}).items():
         if isinstance(value, str) and value and any(s in name.lower() for s in _SECRET_ARGS):
             path = path.replace(value, "***")

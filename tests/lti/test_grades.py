@@ -352,3 +352,31 @@ def test_one_process_posts_at_a_time(lti_app, db):
         assert second.run_once() is None  # the lease is held: it stands by
         first.release()
         assert second.run_once() is not None
+
+
+def test_changes_are_read_page_by_page_without_skipping_shared_stamps(db, monkeypatch):
+    """Many records share a stamp (millisecond resolution, batch writes): paging by the
+    stamp alone must neither skip nor repeat any of them."""
+    from lti_tool import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "PAGE", 3)
+    t = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    stamps = [t] * 7 + [t + dt.timedelta(milliseconds=1)] * 2 + [t + dt.timedelta(seconds=1)]
+    db["mastery"].insert_many([{"_id": f"m{i:02d}", "learner": "L", "competency": f"c{i}",
+                                "updated_at": s} for i, s in enumerate(stamps)])
+    reader = sync_module.GradeSync(db, overlap=dt.timedelta(0))
+    docs, newest, _ = reader._read_changes("mastery", None, [], budget=100)
+    assert sorted(d["_id"] for d in docs) == [f"m{i:02d}" for i in range(10)]
+    assert len(docs) == 10 and newest == stamps[-1]
+
+
+def test_without_a_gradebook_course_changes_are_not_read(db):
+    from lti_tool import sync as sync_module
+
+    db["mastery"].insert_one({"_id": "m", "learner": "L", "competency": "c",
+                              "updated_at": dt.datetime.now(dt.UTC)})
+    reader = sync_module.GradeSync(db)
+    state = reader.acquire()
+    assert reader.detect_changes(state) == 0
+    cursors = db[sync_module.STATE].find_one({"_id": sync_module.STATE_ID})["cursors"]
+    assert set(cursors) == {"mastery", "credits", "members"}

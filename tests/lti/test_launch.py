@@ -187,3 +187,63 @@ def test_expired_login_states_and_sessions_are_purged(platform, browser, lti_app
         LaunchSession.objects.update(set__expires_at=past)
         assert purge_expired() == 1
         assert LaunchSession.objects.count() == 0
+
+
+def test_an_email_never_merges_another_lms_users_record(platform, browser, lti_app):
+    """Families share emails and LMSs allow duplicates: a second LMS user with Ana's email
+    gets a record of their own, and a mentor's email never joins anything."""
+    ana = me(browser, browser.launch(platform.prepare(role="learner")))["learner"]
+    twin = me(browser, browser.launch(platform.prepare(
+        role="learner", user="demo-learner-twin", email="ana@school.example.edu")))["learner"]
+    parent = me(browser, browser.launch(platform.prepare(
+        role="mentor", email="ana@school.example.edu")))["learner"]
+    assert len({ana, twin, parent}) == 3
+    with lti_app.app_context():
+        assert "mbox|mailto:ana@school.example.edu" in Learner.objects.get(identifier=ana).agents
+        assert Learner.objects(identifier=ana).count() == 1
+
+
+def test_a_record_only_providers_know_joins_the_learner_at_first_launch(
+        platform, browser, lti_app):
+    """Statements from an internship platform arrived before Ana's first launch: her
+    email brings that record (and its evidence) into her LMS identity."""
+    from mappings.identity import IdentityCache
+
+    with lti_app.app_context():
+        early = IdentityCache().resolve({"mbox": "mailto:ana@school.example.edu"})
+    ana = me(browser, browser.launch(platform.prepare(role="learner")))["learner"]
+    with lti_app.app_context():
+        assert Learner.objects(identifier=early).count() == 0  # merged into ana
+        agents = Learner.objects.get(identifier=ana).agents
+        assert "mbox|mailto:ana@school.example.edu" in agents
+
+
+@pytest.mark.parametrize("change, message", [
+    ({CLAIM + "context": "algebra"}, "context claim must be an object"),
+    ({CLAIM + "custom": ["x"]}, "custom claim must be an object"),
+    ({CLAIM + "roles": LIS + "Learner"}, "roles claim must be an array"),
+    ({CLAIM + "resource_link": "r1"}, "resource_link claim must be an object"),
+    ({"email": ["a@b.c"]}, "email claim must be a string"),
+])
+def test_signed_claims_of_the_wrong_type_are_refused_by_name(platform, browser, change,
+                                                              message):
+    action, fields = browser.start(platform.prepare(role="learner"))
+    r = browser.post(action, resign(platform, fields, change=change))
+    assert r.status_code == 400 and message in unescape(r.text)
+
+
+def test_a_disabled_platform_ends_its_sessions(platform, browser, lti_app):
+    response = browser.launch(platform.prepare(role="learner"))
+    home = response.headers["Location"]
+    assert browser.http.get(home + "me", timeout=10).status_code == 200
+    with lti_app.app_context():
+        from lti_tool.models import Platform
+
+        Platform.objects(identifier="demo").update(set__status="disabled")
+    assert browser.http.get(home + "me", timeout=10).status_code == 401
+
+
+def test_a_teacher_launch_without_a_course_gets_a_page(platform, browser):
+    response = browser.launch(platform.prepare(role="teacher", context=None))
+    page = browser.http.get(response.headers["Location"], timeout=10)
+    assert page.status_code == 200 and "instructor" in page.text

@@ -192,3 +192,22 @@ def test_teacher_links_only_free_identifiers_to_a_learner(
 
 def browser_base(platform) -> str:
     return platform.tool
+
+
+def test_pages_in_a_launch_send_no_referer_and_are_not_cached(platform, browser,
+                                                              sample_catalog):
+    base = launch(browser, platform, role="learner")
+    learner = me(browser, base)["learner"]
+    for path in (f"/learner/{learner}/", f"/learner/{learner}/submit", "/course"):
+        r = browser.http.get(base + path, timeout=10)
+        assert r.headers["Referrer-Policy"] == "same-origin", path
+        assert r.headers["Cache-Control"] == "no-store", path
+
+
+def test_an_upload_over_the_limit_gets_a_clear_413(platform, browser, sample_catalog):
+    base = launch(browser, platform, role="learner")
+    learner = me(browser, base)["learner"]
+    r = browser.http.post(f"{base}/learner/{learner}/submit",
+                          data={"title": "big", "reflection": "x" * 30},
+                          files={"file": ("big.bin", b"0" * (6 * 1024 * 1024))}, timeout=30)
+    assert r.status_code == 413 and "larger than 5 MB" in r.text
