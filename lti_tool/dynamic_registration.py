@@ -16,7 +16,9 @@ used because it leaves gaps we close here:
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -224,22 +226,31 @@ def is_http_url(value: Any) -> bool:
 
 
 def register(openid_configuration_url: str, registration_token: str | None, urls: ToolUrls,
-             *, name: str | None = None) -> Registered:
+             *, name: str | None = None, allow_private: bool = False) -> Registered:
     """Run dynamic registration against a platform and store the platform on success.
 
-    Raises :class:`RegistrationFailed` (nothing stored) on any problem.
+    Raises :class:`RegistrationFailed` (nothing stored) on any problem. Unless
+    ``allow_private`` (development), the platform's addresses must be public ones and no
+    redirect is followed: the URLs come from whoever opens the registration page, and the
+    server must not be made to reach into its own network.
     """
+    guard = (lambda url: None) if allow_private else _refuse_private
     if not is_http_url(openid_configuration_url):
         raise RegistrationFailed(
             "The openid_configuration parameter is missing or is not an http(s) URL. Start "
             "the registration from your LMS, which adds it to the registration URL.", 400)
     auth = {"Authorization": f"Bearer {registration_token}"} if registration_token else {}
+    guard(openid_configuration_url)
     config = _request_json("GET", openid_configuration_url, headers=auth,
-                           what="the platform's OpenID configuration")
+                           what="the platform's OpenID configuration",
+                           redirects=allow_private)
     _check_configuration(config, openid_configuration_url)
     platform_conf = config[PLATFORM_CONFIGURATION]
     product = str(platform_conf.get("product_family_code") or "").strip().lower() or None
 
+    for key in ("registration_endpoint", "authorization_endpoint", "token_endpoint",
+                "jwks_uri"):
+        guard(config[key])
     answer = _request_json("POST", config["registration_endpoint"], headers=auth,
                            body=registration_request(urls, product),
                            what="the platform's registration endpoint")
@@ -300,12 +311,30 @@ def _check_configuration(config: dict, url: str) -> None:
                                  f"no {PLATFORM_CONFIGURATION}.", 400)
 
 
+def _refuse_private(url: str) -> None:
+    """Refuse URLs whose host is (or resolves to) a loopback, private, link-local or
+    otherwise non-public address."""
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        raise RegistrationFailed(f"The platform's address {host!r} cannot be resolved.",
+                                 502) from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global:
+            raise RegistrationFailed(
+                f"The platform's URL {url} points to a non-public address ({address}); "
+                "dynamic registration only talks to platforms on the internet. Register "
+                "an internal LMS with `masteryhub platforms add`.", 400)
+
+
 def _request_json(method: str, url: str, *, headers: dict[str, str], what: str,
-                  body: dict | None = None) -> dict:
+                  body: dict | None = None, redirects: bool = False) -> dict:
     headers = {"Accept": "application/json", **headers}
     try:
         with requests.request(method, url, headers=headers, json=body, timeout=TIMEOUT,
-                              stream=True, allow_redirects=method == "GET") as response:
+                              stream=True, allow_redirects=redirects) as response:
             raw = response.raw.read(MAX_BODY + 1, decode_content=True)
             status, reason = response.status_code, response.reason
     except requests.RequestException as exc:

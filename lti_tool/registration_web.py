@@ -86,7 +86,8 @@ def register_page():
                      reason="This registration invitation has already been used.")
     try:
         result = register(config_url, request.args.get("registration_token") or None,
-                          tool_urls())
+                          tool_urls(), allow_private=development or
+                          _settings().registration_private_hosts)
     except RegistrationFailed as exc:
         if token is not None:
             invites.release(token)

@@ -64,6 +64,9 @@ SETTINGS: tuple[Setting, ...] = (
             "whose X-Forwarded-For/-Proto/-Host headers are trusted; 0 = none"),
     Setting("METRICS_TOKEN", None, "bearer token that `GET /metrics` requires; unset = /metrics "
             "open in development and disabled in production"),
+    Setting("REGISTRATION_PRIVATE_HOSTS", "false", "`true`: LTI dynamic registration may reach "
+            "LMSs on private or loopback addresses (an LMS inside the school network); "
+            "always allowed in development"),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 # ``MASTERYHUB_<NAME>_FILE=/path`` reads the value from a file (Docker and Kubernetes secrets).
@@ -86,6 +89,7 @@ class Settings:
     log_format: str = "text"
     proxy_hops: int = 0
     metrics_token: str | None = field(default=None, repr=False)
+    registration_private_hosts: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -112,6 +116,10 @@ class Settings:
         timeout = _parse_int(raw["DB_TIMEOUT_MS"] or "5000", "DB_TIMEOUT_MS", 100, 600_000,
                              problems)
         proxy_hops = _parse_int(raw["PROXY_HOPS"] or "0", "PROXY_HOPS", 0, 5, problems)
+        private_hosts = (raw["REGISTRATION_PRIVATE_HOSTS"] or "false").strip().lower()
+        if private_hosts not in ("true", "false"):
+            problems.append(f"{PREFIX}REGISTRATION_PRIVATE_HOSTS={private_hosts!r}: must be "
+                            "true or false")
         host = raw["HOST"] or "127.0.0.1"
         if any(c.isspace() or c in "/?#" for c in host):
             problems.append(f"{PREFIX}HOST={host!r}: must be a host name or IP address")
@@ -179,7 +187,8 @@ class Settings:
         return cls(env=env, mongodb_uri=uri, db_name=db_name, secret_key=secret,
                    base_url=base_url, data_dir=data_dir.resolve(), host=host, port=port,
                    log_level=level, db_timeout_ms=timeout, worker=worker,
-                   log_format=log_format, proxy_hops=proxy_hops, metrics_token=metrics_token)
+                   log_format=log_format, proxy_hops=proxy_hops, metrics_token=metrics_token,
+                   registration_private_hosts=private_hosts == "true")
 
 
 def _raw_value(environ: Mapping[str, str], setting: Setting, problems: list[str]) -> str | None:

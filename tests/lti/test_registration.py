@@ -31,6 +31,7 @@ def peer() -> Iterator:
 def production_app(mongo_server_uri, db_name, tmp_path):
     settings = Settings.from_env({
         "MASTERYHUB_ENV": "production",
+        "MASTERYHUB_REGISTRATION_PRIVATE_HOSTS": "true",  # the test peers are on loopback
         "MASTERYHUB_DATA_DIR": str(tmp_path / "data"),
         "MASTERYHUB_MONGODB_URI": mongo_server_uri,
         "MASTERYHUB_DB_NAME": db_name,
@@ -262,3 +263,21 @@ def test_canvas_json_is_the_developer_key_configuration(client):
     assert isinstance(config["custom_fields"], dict)
     logo = client.get("/lti/logo.svg")
     assert logo.status_code == 200 and logo.mimetype == "image/svg+xml"
+
+
+def test_production_refuses_platforms_on_private_addresses(mongo_server_uri, db_name,
+                                                          tmp_path, peer):
+    """The registration URL comes from whoever opens the page: in production the server
+    does not fetch loopback or private addresses unless the operator allows it."""
+    settings = Settings.from_env({
+        "MASTERYHUB_ENV": "production", "MASTERYHUB_DATA_DIR": str(tmp_path / "data"),
+        "MASTERYHUB_MONGODB_URI": mongo_server_uri, "MASTERYHUB_DB_NAME": db_name,
+        "MASTERYHUB_BASE_URL": "https://hub.example.edu", "MASTERYHUB_SECRET_KEY": "s" * 40})
+    app = create_app(settings)
+    moodle = peer("moodle")
+    with app.app_context():
+        _, token = invites.create_invite()
+    response = app.test_client().get(register_url(moodle, invite=token))
+    assert response.status_code == 400
+    assert "non-public address" in response.get_data(as_text=True)
+    assert moodle.seen == [] and stored(app) == []
