@@ -374,10 +374,13 @@ class GradeSync:
                     "attempts": attempts, "last_error": str(exc), "last_attempt_at": now,
                     "next_attempt_at": now + grades.backoff_delay(attempts, self.backoff)}})
                 result.roster_failures.append((doc["_id"], str(exc)))
+                # Also where the status page and /metrics look for failing syncs.
+                self._record_failure(doc["_id"], "roster", str(exc), now)
                 continue
             self.db[roster.QUEUE].update_one(
                 {"_id": doc["_id"], "queued_at": doc["queued_at"]},
                 {"$set": {"queued_at": None}})
+            self.db[FAILURES].delete_one({"_id": self._failure_id(doc["_id"], "roster")})
             result.rosters.append(done)
 
     # -- the loop ----------------------------------------------------------------------

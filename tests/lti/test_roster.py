@@ -139,6 +139,9 @@ def test_a_failed_import_is_retried_with_backoff(launch, lti_app, db):
     assert doc["attempts"] == 1 and doc["queued_at"] is not None
     assert doc["next_attempt_at"].replace(tzinfo=dt.UTC) == clock_now + dt.timedelta(seconds=30)
     assert "could not be reached" in doc["last_error"]
+    # where the admin status page and /metrics count failing syncs
+    failing = db["lti_sync_failures"].find_one({"_id": f"roster:{COURSE}"})
+    assert failing["kind"] == "roster" and failing["attempts"] == 1
 
 
 @pytest.mark.parametrize("raw, expected", [
