@@ -29,7 +29,9 @@ def env(tmp_path, mongo_server_uri, db_name) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERYHUB_")}
     env.update(MASTERYHUB_DATA_DIR=str(tmp_path / "data"), MASTERYHUB_ENV="production",
                MASTERYHUB_MONGODB_URI=mongo_server_uri, MASTERYHUB_DB_NAME=db_name,
-               MASTERYHUB_BASE_URL=BASE_URL, MASTERYHUB_SECRET_KEY=SECRET)
+               MASTERYHUB_BASE_URL=BASE_URL, MASTERYHUB_SECRET_KEY=SECRET,
+               # the test platforms run on loopback
+               MASTERYHUB_REGISTRATION_PRIVATE_HOSTS="true")
     return env
 
 
