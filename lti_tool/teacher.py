@@ -201,12 +201,15 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
                 records[(m["learner"], m["competency"])] = m
     pending: dict[str, int] = defaultdict(int)
     if ids and by_id:
-        for i in range(0, len(ids), 200):  # the class's learners only, chunked
-            for e in db["evidence"].find(
-                    {"learner": {"$in": ids[i:i + 200]}, "status": "pending"},
-                    {"learner": 1, "competency": 1, "voided": 1}):
-                if e["competency"] in by_id and not e.get("voided"):
-                    pending[e["learner"]] += 1
+        # By the (status, framework) index: pending evidence is few. Asking for the
+        # class's learners instead reads every piece of their evidence (learner index),
+        # which measured slower by far (class view p95 157 ms -> 337 ms).
+        learners = set(ids)
+        for e in db["evidence"].find(
+                {"status": "pending", "framework": {"$in": scope.frameworks}},
+                {"learner": 1, "competency": 1, "voided": 1}):
+            if e["learner"] in learners and e["competency"] in by_id and not e.get("voided"):
+                pending[e["learner"]] += 1
     stored_credits = {(c["learner"], c["rule"]): c for c in db["credits"].find(
         {"learner": {"$in": ids}, "rule": {"$in": list(rules)}},
         {"learner": 1, "rule": 1, "status": 1, "awarded_at": 1})} if ids and rules else {}
