@@ -32,7 +32,7 @@ test: install browser
 
 ## bench: load and timing benchmarks (not part of make test)
 bench: install
-	@for f in tests/benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in tests/benchmarks/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 ## lint: ruff
 lint: install

@@ -29,9 +29,7 @@ import datetime as dt
 import os
 import random
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,10 @@ from pathlib import Path
 import requests
 
 from lti_tool.demo_platform import DemoPlatform
-from masteryhub.embedded import EmbeddedServer, free_port
+from masteryhub.embedded import EmbeddedServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchkit import App, auto_post_form, pct
 
 N = 100
 WARMUP = 5
@@ -54,35 +55,6 @@ COURSE = "demo|bench-class"
 # platform's people (a roster import would mark them Inactive), and the timing is the view's.
 DROP = ("https://purl.imsglobal.org/spec/lti-nrps/claim/namesroleservice",
         "https://purl.imsglobal.org/spec/lti-ags/claim/endpoint")
-FORM_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
-FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
-
-
-class App:
-    """`masteryhub serve` as a separate process, on the benchmark's database."""
-
-    def __init__(self, data_dir: Path, uri: str, db_name: str):
-        self.port = free_port()
-        env = dict(os.environ, MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
-                   MASTERYHUB_DB_NAME=db_name, MASTERYHUB_PORT=str(self.port),
-                   MASTERYHUB_LOG_LEVEL="WARNING", MASTERYHUB_ENV="development",
-                   MASTERYHUB_WORKER="off")
-        self.process = subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "serve"],
-                                        env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("app did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
 
 
 def framework_yaml() -> str:
@@ -160,8 +132,7 @@ def teacher_session(http: requests.Session, login_url: str) -> str:
     """One real launch (login → platform → id_token POST); the class view's URL."""
     login = http.get(login_url, allow_redirects=False, timeout=10)
     auth = http.get(login.headers["Location"], allow_redirects=False, timeout=10)
-    action = unescape(FORM_ACTION.search(auth.text).group(1))
-    fields = {unescape(k): unescape(v) for k, v in FORM_FIELD.findall(auth.text)}
+    action, fields = auto_post_form(auth.text)
     launch = http.post(action, data=fields, allow_redirects=False, timeout=10)
     assert launch.status_code == 303, (launch.status_code, launch.text[:300])
     landing = http.get(launch.headers["Location"], timeout=10)
@@ -174,11 +145,6 @@ def server_ms(response: requests.Response, metric: str = "app") -> float:
     if not match:
         raise RuntimeError(f"no Server-Timing {metric} on {response.url}")
     return float(match.group(1))
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(len(ordered) * q) - 1)]
 
 
 def measure(http: requests.Session, url: str, health_url: str, params: dict
@@ -215,7 +181,8 @@ def main() -> int:
         from masteryhub.database import connect
 
         db = connect(state.uri, "bench_class")
-        app = App(workdir, state.uri, "bench_class")
+        app = App(workdir, state.uri, "bench_class", workers=None, ENV="development",
+                  WORKER="off")
         try:
             seed(db, rng)
             # /demo registers the demo platform with the tool (as a newcomer's first visit).

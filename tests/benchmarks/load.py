@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import base64
 import collections
-import os
 import random
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from html import unescape
 from pathlib import Path
 
 import requests
 
-from masteryhub.embedded import EmbeddedServer, free_port
+from masteryhub.embedded import EmbeddedServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchkit import App, auto_post_form, pct
 
 CLIENTS = 8
 MAX_SECONDS = 60
@@ -45,36 +43,6 @@ LEAVES = ["ALG.1.1", "ALG.1.2", "ALG.1.3", "ALG.1.4", "ALG.2.1", "ALG.2.2", "ALG
           "ALG.3.1", "ALG.3.2", "ALG.4.1", "ALG.4.2", "ALG.4.3", "ALG.4.4"]
 VERBS = ["http://adlnet.gov/expapi/verbs/passed", "http://adlnet.gov/expapi/verbs/failed",
          "http://adlnet.gov/expapi/verbs/completed"]
-FORM_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
-FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
-
-
-class App:
-    def __init__(self, data_dir: Path, uri: str, db_name: str):
-        self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERYHUB_")}
-        env.update(MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
-                   MASTERYHUB_DB_NAME=db_name, MASTERYHUB_PORT=str(self.port),
-                   MASTERYHUB_HOST="127.0.0.1", MASTERYHUB_LOG_LEVEL="WARNING",
-                   MASTERYHUB_ENV="development")
-        self.log = open(data_dir / "serve.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "masteryhub.cli", "serve", "--workers", "2"], env=env,
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("app did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
-        self.log.close()
 
 
 def statement(rng: random.Random) -> dict:
@@ -150,12 +118,10 @@ class Client(threading.Thread):
         if login.status_code != 302:
             return [login.status_code]
         auth = browser.get(login.headers["Location"], allow_redirects=False, timeout=30)
-        action = FORM_ACTION.search(auth.text) if auth.status_code == 200 else None
-        if action is None:
+        form = auto_post_form(auth.text) if auth.status_code == 200 else None
+        if form is None:
             return [login.status_code, auth.status_code]
-        fields = {unescape(k): unescape(v) for k, v in FORM_FIELD.findall(auth.text)}
-        launch = browser.post(unescape(action.group(1)), data=fields, allow_redirects=False,
-                              timeout=30)
+        launch = browser.post(form[0], data=form[1], allow_redirects=False, timeout=30)
         statuses = [login.status_code, auth.status_code, launch.status_code]
         if launch.status_code == 303:  # the landing page the browser goes on to
             page = browser.get(self.app.url + launch.headers["Location"]
@@ -163,11 +129,6 @@ class Client(threading.Thread):
                                else launch.headers["Location"], timeout=30)
             statuses.append(page.status_code)
         return statuses
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(len(ordered) * q) - 1)]
 
 
 def main() -> int:
@@ -194,7 +155,8 @@ def main() -> int:
         catalog_module.bump()
         credential, secret = create_credential("Load test provider", ["all"])
         auth = "Basic " + base64.b64encode(f"{credential.key}:{secret}".encode()).decode()
-        app = App(workdir, state.uri, "bench_load")
+        app = App(workdir, state.uri, "bench_load", log=workdir / "serve.log",
+                  ENV="development")
         try:
             assert requests.get(app.url + "/demo/", timeout=10).status_code == 200
             platform = DemoPlatform(app.url + "/demo", app.url, db=db)

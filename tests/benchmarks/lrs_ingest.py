@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +35,10 @@ import requests
 from lrs import keys as K
 from lrs.store import StatementStore, iso, utcnow
 from lrs.validation import validate_statements
-from masteryhub.embedded import EmbeddedServer, free_port
+from masteryhub.embedded import EmbeddedServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchkit import App
 
 BATCH = 100
 N = 10_000
@@ -80,34 +80,6 @@ def make_statement(rng: random.Random) -> dict:
 
 def batches(statements: list[dict]) -> list[bytes]:
     return [orjson.dumps(statements[i:i + BATCH]) for i in range(0, len(statements), BATCH)]
-
-
-class App:
-    """The app under gunicorn, as a separate process, on the benchmark's database."""
-
-    def __init__(self, data_dir: Path, uri: str, db_name: str = "bench", **settings: str):
-        """``settings``: further MASTERYHUB_* variables, e.g. ``WORKER="off"``."""
-        self.port = free_port()
-        env = dict(os.environ, MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
-                   MASTERYHUB_PORT=str(self.port), MASTERYHUB_LOG_LEVEL="WARNING",
-                   MASTERYHUB_DB_NAME=db_name,
-                   **{f"MASTERYHUB_{k}": v for k, v in settings.items()})
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "masteryhub.cli", "serve", "--workers", "2"], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("app did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
 
 
 def session(key: str, secret: str) -> requests.Session:

@@ -20,55 +20,26 @@ Run: ``make bench`` or ``.venv/bin/python tests/benchmarks/lti_launch.py``.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from html import unescape
 from pathlib import Path
 
 import requests
 
 from lti_tool import platform_keys
 from lti_tool.demo_platform import DemoPlatform
-from masteryhub.embedded import EmbeddedServer, free_port
+from masteryhub.embedded import EmbeddedServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _benchkit import App, auto_post_form, pct
 
 N = 200
 WARMUP = 10
 UNCACHED = 40
 ROLES = ("learner", "teacher", "mentor")
-FORM_FIELD = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)"')
-FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"')
-
-
-class App:
-    """`masteryhub serve` as a separate process, on the benchmark's database."""
-
-    def __init__(self, data_dir: Path, uri: str, db_name: str):
-        self.port = free_port()
-        env = dict(os.environ, MASTERYHUB_DATA_DIR=str(data_dir), MASTERYHUB_MONGODB_URI=uri,
-                   MASTERYHUB_DB_NAME=db_name, MASTERYHUB_PORT=str(self.port),
-                   MASTERYHUB_LOG_LEVEL="WARNING", MASTERYHUB_ENV="development")
-        self.process = subprocess.Popen([sys.executable, "-m", "masteryhub.cli", "serve"],
-                                        env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("app did not start")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(30)
 
 
 def server_ms(response: requests.Response) -> float:
@@ -86,17 +57,11 @@ def round_trip(http: requests.Session, login_url: str) -> tuple[float, float, fl
     assert login.status_code == 302, (login.status_code, login.text[:300])
     auth = http.get(login.headers["Location"], allow_redirects=False, timeout=10)
     assert auth.status_code == 200, (auth.status_code, auth.text[:300])
-    action = unescape(FORM_ACTION.search(auth.text).group(1))
-    fields = {unescape(k): unescape(v) for k, v in FORM_FIELD.findall(auth.text)}
+    action, fields = auto_post_form(auth.text)
     launch = http.post(action, data=fields, allow_redirects=False, timeout=10)
     assert launch.status_code == 303, (launch.status_code, launch.text[:300])
     elapsed = (time.perf_counter() - started) * 1000
     return server_ms(login), server_ms(launch), elapsed
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, round(len(ordered) * q) - 1)]
 
 
 def main() -> int:
@@ -107,7 +72,7 @@ def main() -> int:
         from masteryhub.database import connect
 
         db = connect(state.uri, "bench_lti")
-        app = App(workdir, state.uri, "bench_lti")
+        app = App(workdir, state.uri, "bench_lti", workers=None, ENV="development")
         try:
             # /demo registers the demo platform with the tool (as a newcomer's first visit).
             assert requests.get(app.url + "/demo/", timeout=10).status_code == 200

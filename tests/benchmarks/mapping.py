@@ -32,7 +32,8 @@ import orjson
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lrs_ingest import App, http_ingest, raw_ingest
+from _benchkit import App
+from lrs_ingest import http_ingest, raw_ingest
 
 from lrs.store import StatementStore
 from mappings import catalog as catalog_module
