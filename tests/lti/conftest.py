@@ -129,29 +129,9 @@ def provider_auth(lti_app) -> dict[str, str]:
 @pytest.fixture
 def run_mapper(lti_app):
     """A function that runs the mapping worker until it has read everything stored."""
-    import time
+    from worker_drain import drain
 
-    from lrs.store import StatementStore
-    from mappings.worker import WORKER_ID, Worker
-
-    def run() -> None:
-        db = lti_app.extensions["masteryhub.db"]
-        store = StatementStore(db)
-        deadline = time.monotonic() + 10
-        while store.watermark().seq < store.last_seq():
-            assert time.monotonic() < deadline, "the LRS watermark did not advance"
-            time.sleep(0.01)
-        worker = Worker(db, name="test")
-        try:
-            for _ in range(200):
-                worker.run_once()
-                state = db["worker_state"].find_one({"_id": WORKER_ID}) or {}
-                if state.get("position", 0) >= store.watermark().seq:
-                    return
-            raise AssertionError("the mapping worker did not catch up")
-        finally:
-            worker.release()
-    return run
+    return lambda: drain(lti_app.extensions["masteryhub.db"])
 
 
 def quiz_statement(email: str, code: str, scaled: float, *, when: str, n: int = 0) -> dict:

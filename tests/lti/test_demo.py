@@ -5,12 +5,11 @@ class's statements and the mapping worker turns them into mastery."""
 from __future__ import annotations
 
 import re
-import time
 from html import unescape
 
 import pytest
+from worker_drain import drain
 
-from lrs.store import StatementStore
 from masteryhub.app import create_app
 from masteryhub.config import Settings
 from masteryhub.demo import LEARNERS, demo_statements, seed_if_empty
@@ -55,26 +54,6 @@ def test_demo_statements_are_plausible():
     actors = {s["actor"].get("mbox") for s in statements}
     assert {f"mailto:{email}" for _, email in LEARNERS.values()} <= actors
     assert len({s["id"] for s in statements}) == len(statements)
-
-
-def drain(db) -> None:
-    from mappings.worker import WORKER_ID, Worker
-
-    store = StatementStore(db)
-    deadline = time.monotonic() + 10
-    while store.watermark().seq < store.last_seq():
-        assert time.monotonic() < deadline, "the LRS watermark did not advance"
-        time.sleep(0.01)
-    worker = Worker(db, name="test")
-    try:
-        for _ in range(200):
-            worker.run_once()
-            state = db["worker_state"].find_one({"_id": WORKER_ID})
-            if state["position"] >= store.watermark().seq:
-                return
-        raise AssertionError("worker did not catch up")
-    finally:
-        worker.release()
 
 
 @pytest.mark.usefixtures("app")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import tincan
+from worker_drain import drain
 
 from mappings import catalog as catalog_module
 from mappings.frameworks import sample_framework, save_framework
@@ -77,27 +78,6 @@ def post(client, headers, statements) -> list[str]:
                            headers=dict(headers, **{"Content-Type": "application/json"}))
     assert response.status_code == 200, response.data
     return response.get_json()
-
-
-def drain(db) -> None:
-    """Run the worker until it has processed everything up to the LRS watermark."""
-    from lrs.store import StatementStore
-
-    store = StatementStore(db)
-    deadline = time.monotonic() + 10  # the app releases finished ranges within 50 ms
-    while store.watermark().seq < store.last_seq():
-        assert time.monotonic() < deadline, "the LRS watermark did not advance"
-        time.sleep(0.01)
-    worker = Worker(db, name="test")
-    try:
-        for _ in range(200):
-            worker.run_once()
-            state = db["worker_state"].find_one({"_id": WORKER_ID})
-            if state["position"] >= store.watermark().seq:
-                return
-        raise AssertionError("worker did not catch up")
-    finally:
-        worker.release()
 
 
 def learner_of(db, email: str) -> str:
