@@ -20,12 +20,11 @@ import datetime as dt
 import io
 import math
 import re
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 from mongoengine.connection import get_db
 
@@ -33,7 +32,7 @@ from lrs.jsonio import loads_json
 from lti_tool import access, sync
 from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course, LaunchSession, Membership
-from lti_tool.web import error_page, launched
+from lti_tool.web import error_page, launched, server_timing
 from mappings import calculation, progress, self_report
 from mappings import review as decisions
 from mappings.models import CreditRule, Learner, utcnow
@@ -53,25 +52,8 @@ class BadInput(ValueError):
 
 
 # -- blueprint plumbing --------------------------------------------------------------------
-@bp.before_request
-def _start_timer() -> None:
-    g.teacher_started = time.perf_counter()
-    g.teacher_cpu = time.thread_time()
-
-
-@bp.after_request
-def _headers(response: Response) -> Response:
-    # Session tokens live in paths: never send them to other sites as a Referer.
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("Cache-Control", "no-store")
-    started = g.get("teacher_started")
-    if started is not None:
-        # app: wall time of the request in this process (database waits included);
-        # cpu: this request's own CPU time (what a busy machine does not inflate).
-        response.headers["Server-Timing"] = \
-            f"app;dur={(time.perf_counter() - started) * 1000:.2f}, " \
-            f"cpu;dur={(time.thread_time() - g.teacher_cpu) * 1000:.2f}"
-    return response
+# (Referrer-Policy and no-store come from lti_tool.web for every page inside a launch.)
+server_timing(bp, cpu=True)
 
 
 @bp.errorhandler(403)

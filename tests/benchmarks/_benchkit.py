@@ -70,6 +70,14 @@ def auto_post_form(html: str) -> tuple[str, dict[str, str]] | None:
                                        for k, v in FORM_FIELD.findall(html)}
 
 
+def server_ms(response: requests.Response, metric: str = "app") -> float:
+    """A metric of the response's Server-Timing header (the app's own time), in ms."""
+    match = re.search(metric + r";dur=([0-9.]+)", response.headers.get("Server-Timing", ""))
+    if not match:
+        raise RuntimeError(f"no Server-Timing {metric} on {response.url}")
+    return float(match.group(1))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, round(len(ordered) * q) - 1)]

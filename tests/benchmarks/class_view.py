@@ -42,7 +42,7 @@ from lti_tool.demo_platform import DemoPlatform
 from masteryhub.embedded import EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _benchkit import App, auto_post_form, pct
+from _benchkit import App, auto_post_form, pct, server_ms
 
 N = 100
 WARMUP = 5
@@ -138,13 +138,6 @@ def teacher_session(http: requests.Session, login_url: str) -> str:
     landing = http.get(launch.headers["Location"], timeout=10)
     assert landing.status_code == 200 and "/class/" in landing.url, landing.url
     return landing.url.split("?")[0]
-
-
-def server_ms(response: requests.Response, metric: str = "app") -> float:
-    match = re.search(metric + r";dur=([0-9.]+)", response.headers.get("Server-Timing", ""))
-    if not match:
-        raise RuntimeError(f"no Server-Timing {metric} on {response.url}")
-    return float(match.group(1))
 
 
 def measure(http: requests.Session, url: str, health_url: str, params: dict

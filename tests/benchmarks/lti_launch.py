@@ -20,7 +20,6 @@ Run: ``make bench`` or ``.venv/bin/python tests/benchmarks/lti_launch.py``.
 
 from __future__ import annotations
 
-import re
 import statistics
 import sys
 import tempfile
@@ -34,20 +33,12 @@ from lti_tool.demo_platform import DemoPlatform
 from masteryhub.embedded import EmbeddedServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _benchkit import App, auto_post_form, pct
+from _benchkit import App, auto_post_form, pct, server_ms
 
 N = 200
 WARMUP = 10
 UNCACHED = 40
 ROLES = ("learner", "teacher", "mentor")
-
-
-def server_ms(response: requests.Response) -> float:
-    header = response.headers.get("Server-Timing", "")
-    match = re.search(r"app;dur=([0-9.]+)", header)
-    if not match:
-        raise RuntimeError(f"no Server-Timing on {response.url}: {header!r}")
-    return float(match.group(1))
 
 
 def round_trip(http: requests.Session, login_url: str) -> tuple[float, float, float]:
