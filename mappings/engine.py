@@ -172,6 +172,19 @@ class _Meta:
     children: tuple[str, ...]
 
 
+def _insert_new(collection, docs: list[dict]) -> list[dict]:
+    """Insert documents with fixed ids; returns those that existed already (a duplicate
+    key is expected on re-processing; any other write error is raised)."""
+    try:
+        collection.insert_many(docs, ordered=False)
+        return []
+    except pymongo.errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != 11000 for e in errors):
+            raise
+        return [docs[e["index"]] for e in errors]
+
+
 @dataclass
 class BatchResult:
     statements: int = 0
@@ -503,11 +516,7 @@ class Engine:
         if writes:
             self.mastery.bulk_write(writes, ordered=False)
         if audits:
-            try:
-                self.audit.insert_many(audits, ordered=False)
-            except pymongo.errors.BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+            _insert_new(self.audit, audits)
         if credit_writes:
             self.credits.bulk_write(credit_writes, ordered=False)
         kept = {state_id(lr, self.meta(c).framework)
@@ -533,14 +542,9 @@ class Engine:
         Why not upsert everything: an insert costs SecantusDB half what an upsert does,
         and evidence is nearly always new. Returns the pairs that had evidence seen
         before: what is stored for them is what counts, so they are read back."""
-        try:
-            self.evidence.insert_many(docs, ordered=False)
+        seen = _insert_new(self.evidence, docs)
+        if not seen:
             return set()
-        except pymongo.errors.BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            seen = [docs[e["index"]] for e in errors]
         self.evidence.bulk_write([
             pymongo.UpdateOne({"_id": d["_id"]},
                               {"$set": {k: v for k, v in d.items() if k not in _KEPT}})
@@ -627,11 +631,7 @@ class Engine:
         if audits:
             # Before the credits: a retried batch finds the old credit, makes the same
             # audit records (same ids) again, and they are kept once.
-            try:
-                self.audit.insert_many(audits, ordered=False)
-            except pymongo.errors.BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+            _insert_new(self.audit, audits)
         if credit_writes:
             self.credits.bulk_write(credit_writes, ordered=False)
         # Last: a state is never ahead of the records it describes.
@@ -642,14 +642,9 @@ class Engine:
     def _insert_or_replace(collection, docs: list[dict]) -> None:
         """Insert records believed new; any that exists after all (a batch retried after
         its records were written, before its state was) is replaced."""
-        try:
-            collection.insert_many(docs, ordered=False)
+        seen = _insert_new(collection, docs)
+        if not seen:
             return
-        except pymongo.errors.BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != 11000 for e in errors):
-                raise
-            seen = [docs[e["index"]] for e in errors]
         collection.bulk_write([pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
                                for d in seen], ordered=False)
 
