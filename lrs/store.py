@@ -33,7 +33,7 @@ import pymongo
 from bson import Binary
 from pymongo import ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from lrs import keys as K
 from lrs.errors import XAPIError
@@ -151,21 +151,33 @@ class StatementStore:
             finished, self._finished = self._finished, []
         kept = {"$filter": {"input": {"$ifNull": ["$pending", []]}, "as": "p",
                             "cond": {"$not": [{"$in": ["$$p.t", finished]}]}}}
+        update = [{"$set": {
+            "pending": {"$concatArrays": [kept, [{
+                "t": token, "s": {"$add": [{"$ifNull": ["$next", 0]}, 1]}, "at": now}]]},
+            "next": {"$add": [{"$ifNull": ["$next", 0]}, count]},
+        }}]
         try:
-            doc = self.counters.find_one_and_update(
-                {"_id": COUNTER_ID},
-                [{"$set": {
-                    "pending": {"$concatArrays": [kept, [{
-                        "t": token, "s": {"$add": [{"$ifNull": ["$next", 0]}, 1]},
-                        "at": now}]]},
-                    "next": {"$add": [{"$ifNull": ["$next", 0]}, count]},
-                }}],
-                upsert=True, return_document=ReturnDocument.AFTER)
+            for _ in range(3):
+                # Two writers creating the counter at once (a fresh database): MongoDB
+                # fails one upsert with a duplicate key (nothing applied: try again);
+                # SecantusDB applies both but may return no document (measured: most such
+                # races), so the range is read back from the counter by its token.
+                try:
+                    doc = self.counters.find_one_and_update(
+                        {"_id": COUNTER_ID}, update, upsert=True,
+                        return_document=ReturnDocument.AFTER)
+                except DuplicateKeyError:
+                    continue
+                if doc is None:
+                    doc = self.counters.find_one({"_id": COUNTER_ID}) or {}
+                mine = [p for p in doc.get("pending", ()) if p["t"] == token]
+                if mine:
+                    return mine[0]["s"], token, doc.get("orphans", [])
+            raise RuntimeError("could not allocate statement sequence numbers")
         except BaseException:
             with self._lock:
                 self._finished.extend(finished)
             raise
-        return doc["next"] - count + 1, token, doc.get("orphans", [])
 
     def _finish(self, token: str) -> None:
         """Mark a range written. Its release rides on this process's next allocation, or a

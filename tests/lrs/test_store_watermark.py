@@ -42,3 +42,36 @@ def test_finished_ranges_are_released_without_an_explicit_flush(db):
     while store.watermark().seq != 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert store.watermark().seq == 1
+
+
+def test_two_writers_creating_the_counter_at_once_both_get_their_range(db):
+    """On a fresh database two writers create the sequence counter at the same moment.
+    SecantusDB applies both upserts but often returns no document to one of them (and
+    MongoDB fails one with a duplicate key): each must still get its own range, and the
+    watermark must reach the end (no range left pending)."""
+    import threading
+
+    for i in range(20):
+        fresh = db.client[f"{db.name}_race{i}"]
+        stores = [StatementStore(fresh), StatementStore(fresh)]
+        barrier = threading.Barrier(2)
+        starts, errors = [], []
+
+        def allocate(store, barrier=barrier, starts=starts, errors=errors):
+            try:
+                barrier.wait(5)
+                start, token, _ = store._allocate(3, utcnow())
+                starts.append(start)
+                store._finish(token)
+                store.flush()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=allocate, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        db.client.drop_database(fresh.name)
+        assert not errors, errors
+        assert sorted(starts) == [1, 4]
