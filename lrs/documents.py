@@ -52,7 +52,7 @@ from werkzeug.http import http_date
 
 from lrs import keys as K
 from lrs.errors import XAPIError, XAPIValidationError
-from lrs.store import utcnow
+from lrs.store import STATEMENTS, utcnow
 from lrs.validation import is_uuid, parse_timestamp, validate_activity_id, validate_agent
 from lrs.web import XRequest, resource, store
 
@@ -584,7 +584,7 @@ def _agents_of(stmt: dict) -> Iterator[dict]:
 def _names_from_statements(ident: str) -> list[str]:
     """Names the agent went by in its most recent statements, read in a bounded window
     of the statement sequence through the ``(k, _id)`` index of the statement store."""
-    statements = store().db["lrs_statements"]
+    statements = store().db[STATEMENTS]
     latest = statements.find_one({}, {"_id": 1}, sort=[("_id", -1)])
     if latest is None:
         return []

@@ -41,6 +41,7 @@ from lrs.jsonio import dumps_json, loads_json
 
 log = logging.getLogger(__name__)
 
+STATEMENTS = "lrs_statements"  # the collection of stored statements
 COUNTER_ID = "statements"
 # A writer that died holding a range must not stall readers for ever; any write still
 # running after this long has failed (its client timed out), so its range is released.
@@ -127,7 +128,7 @@ class StatementStore:
 
     def __init__(self, db: Database):
         self.db = db
-        self.statements = db["lrs_statements"]
+        self.statements = db[STATEMENTS]
         self.counters = db["lrs_counters"]
         self.attachments = db["lrs_attachments"]
         self.activities = db["lrs_activities"]
