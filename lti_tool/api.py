@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from lrs.auth import authenticate
 from lrs.errors import XAPIError
 from lrs.web import error_response
-from mappings import review
+from mappings import records, review
 from mappings.models import Competency, CreditRule, Framework, Learner
 from mappings.worker import worker_status_of
 
@@ -100,11 +100,11 @@ def learner(learner_id: str) -> Response:
     found = _learner_or_404(learner_id)
     if isinstance(found, Response):
         return found
-    query = {"learner": learner_id}
-    if request.args.get("framework"):
-        query["framework"] = request.args["framework"]
-    mastery = list(_db()["mastery"].find(query).sort("competency", 1))
-    credits = list(_db()["credits"].find({"learner": learner_id}).sort("rule", 1))
+    own = records.load(_db(), [learner_id]).get(learner_id) or records.LearnerRecords(learner_id)
+    framework = request.args.get("framework")
+    mastery = [m for _, m in sorted(own.mastery.items())
+               if not framework or m["framework"] == framework]
+    credits = [c for _, c in sorted(own.credits.items())]
     return jsonify({"id": found.identifier, "name": found.name, "agents": list(found.agents),
                     "mastery": _json(mastery), "credits": _json(credits)})
 

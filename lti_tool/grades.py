@@ -34,6 +34,7 @@ from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course
 from lti_tool.services import ServiceError
 from mappings import catalog as catalog_module
+from mappings import records
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def desired_score(db: Database, target: Target, learner: str | None,
 
 def _mastery_score(db: Database, target: Target, learner: str | None,
                    catalog: catalog_module.Catalog) -> dict:
-    m = db["mastery"].find_one({"_id": f"{learner}|{target.ref}"}) if learner else None
+    m = records.mastery_one(db, learner, target.ref) if learner else None
     points = m.get("points") if m else None
     value: dict = {"scoreMaximum": target.score_maximum}
     if points is not None:
@@ -154,7 +155,7 @@ def _mastery_score(db: Database, target: Target, learner: str | None,
 
 def _credit_score(db: Database, target: Target, learner: str | None,
                   catalog: catalog_module.Catalog) -> dict:
-    c = db["credits"].find_one({"_id": f"{learner}|{target.ref}"}) if learner else None
+    c = records.credit_one(db, learner, target.ref) if learner else None
     value: dict = {"scoreMaximum": 100.0}
     if c is None:
         return value | {"activityProgress": "Initialized", "gradingProgress": "NotReady"}
@@ -352,17 +353,9 @@ def requeue_course(db: Database, course_id: str, now: dt.datetime,
     for m in members:
         by_learner.setdefault(m["learner"], []).append(m["user"])
     items: set[tuple[str, str, str | None, str]] = set()
-    learners = sorted(by_learner)
-    competencies = [t.ref for t in targets.values() if t.kind == "competency"]
-    rules = [t.ref for t in targets.values() if t.kind == "credit"]
-    for chunk in (learners[i:i + 200] for i in range(0, len(learners), 200)):
-        for m in db["mastery"].find({"learner": {"$in": chunk},
-                                     "competency": {"$in": competencies}},
-                                    {"learner": 1, "competency": 1}):
-            for user in by_learner[m["learner"]]:
-                items.add((course_id, user, m["learner"], m["competency"]))
-        for c in db["credits"].find({"learner": {"$in": chunk}, "rule": {"$in": rules}},
-                                    {"learner": 1, "rule": 1}):
-            for user in by_learner[c["learner"]]:
-                items.add((course_id, user, c["learner"], resource_of_credit(c["rule"])))
+    for learner, found in records.load(db, by_learner).items():
+        for resource in [*found.mastery, *map(resource_of_credit, found.credits)]:
+            if resource in targets:
+                for user in by_learner[learner]:
+                    items.add((course_id, user, learner, resource))
     return enqueue(db, items, now)

@@ -6,13 +6,16 @@ so the mapper knows nothing of LMSs, and this loop only *reads* what the mapper 
 
 One pass (``GradeSync.run_once``):
 
-1. **Changes.** Mastery and credit records carry ``updated_at``; the pass reads those
-   stamped after its persisted cursor, minus an overlap window (the stamps come from
-   several writers, and a record stamped earlier may become visible later). Records seen
-   in the window already are recognised by (id, stamp) and skipped. New or changed course
-   memberships (a learner's first launch, a roster import) bring that learner's existing
-   records too. Each change becomes queue items (course, LTI user, resource) for the
-   courses the learner is an active member of, whose AGS claim allows line items and
+1. **Changes.** The mapper keeps a learner's mastery and credit records of one framework
+   in one ``progress`` document, stamped ``updated_at`` when it changes; each record in
+   it carries its own change stamp. The pass reads the progress documents stamped after
+   its persisted cursor, minus an overlap window (the stamps come from several writers,
+   and a document stamped earlier may become visible later), and takes from each the
+   records stamped after that same start (``mappings.records.changed_in``). Documents
+   seen in the window already are recognised by (id, stamp) and skipped. New or changed
+   course memberships (a learner's first launch, a roster import) bring that learner's
+   existing records too. Each change becomes queue items (course, LTI user, resource) for
+   the courses the learner is an active member of, whose AGS claim allows line items and
    scores, and whose scope includes the competency or credit.
 2. **Grades.** Queue items are posted per course (``lti_tool.grades``); unchanged
    values are skipped. A course whose platform fails (token, network, 5xx) is recorded
@@ -47,6 +50,7 @@ from lti_tool.courses import scope_of
 from lti_tool.models import Course
 from lti_tool.services import ServiceError
 from mappings import catalog as catalog_module
+from mappings import records
 from mappings.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,10 @@ PAGE = 500
 ITEMS_PER_PASS = 1000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# (collection, cursor name)
-FOLLOWED = (("mastery", "mastery"), ("credits", "credits"), ("lti_memberships", "members"))
+# (collection, cursor name). Cursors of other names in a persisted state (the "mastery" and
+# "credits" of versions that followed those collections) are dropped: the progress cursor
+# then starts at the epoch, and the grades it queues again are skipped as unchanged.
+FOLLOWED = ((records.PROGRESS, "progress"), ("lti_memberships", "members"))
 
 
 class LeaseLost(RuntimeError):
@@ -92,8 +98,8 @@ def ensure_indexes(db: Database) -> None:
     db[grades.QUEUE].create_index([("course", 1)])
     db[grades.SCORES].create_index([("course", 1)])
     db[roster.QUEUE].create_index([("queued_at", 1)])
-    # Followed by the sync like mastery.updated_at; memberships change rarely, so the
-    # index costs little.
+    # Followed by the sync like progress.updated_at (indexed by the mapper); memberships
+    # change rarely, so the index costs little.
     db["lti_memberships"].create_index([("updated_at", 1)])
 
 
@@ -166,8 +172,9 @@ class GradeSync:
 
     # 1. changes -> queue ---------------------------------------------------------------
     def detect_changes(self, state: dict) -> int:
-        cursors = dict(state.get("cursors") or {})
-        recent = dict(state.get("recent") or {})
+        followed = {name for _, name in FOLLOWED}
+        cursors = {k: v for k, v in (state.get("cursors") or {}).items() if k in followed}
+        recent = {k: v for k, v in (state.get("recent") or {}).items() if k in followed}
         if self.db["lti_courses"].find_one({"ags.lineitems": {"$exists": True}},
                                            {"_id": 1}) is None:
             # No course has a gradebook to post to: follow the stamps without reading the
@@ -179,16 +186,22 @@ class GradeSync:
                                             "recent": {}, "detected_at": now}})
             return 0
         budget = CHANGES_PER_PASS
-        changed_mastery: list[dict] = []
-        changed_credits: list[dict] = []
-        changed_members: list[dict] = []
+        changed: dict[str, list[dict]] = {"mastery": [], "credit": [], "members": []}
         for collection, name in FOLLOWED:
+            cursor = _aware(cursors.get(name))
             docs, cursors[name], recent[name] = self._read_changes(
-                collection, _aware(cursors.get(name)), recent.get(name) or [], budget)
+                collection, cursor, recent.get(name) or [], budget)
             budget = max(budget - len(docs), PAGE)
-            {"mastery": changed_mastery, "credits": changed_credits,
-             "members": changed_members}[name].extend(docs)
-        items = self._items_for(changed_mastery, changed_credits, changed_members)
+            if collection == records.PROGRESS:
+                # The records of a changed document that changed since the same start
+                # (a document is rewritten whole; most of its records may be as before).
+                start = self._start(cursor)
+                for doc in docs:
+                    for kind, record in records.changed_in(doc, start):
+                        changed[kind].append(record)
+            else:
+                changed[name].extend(docs)
+        items = self._items_for(changed["mastery"], changed["credit"], changed["members"])
         queued = grades.enqueue(self.db, items, self.clock())
         self.state.update_one({"_id": STATE_ID, "holder": self.name},
                               {"$set": {"cursors": cursors, "recent": recent,
@@ -197,14 +210,14 @@ class GradeSync:
 
     def _read_changes(self, collection: str, cursor: dt.datetime | None, recent: list[str],
                       budget: int) -> tuple[list[dict], dt.datetime | None, list[str]]:
-        """Records stamped after (cursor - overlap) not seen with the same stamp before.
+        """Documents stamped after (cursor - overlap) not seen with the same stamp before.
         Pages by (updated_at, _id) so equal stamps never stall or skip."""
-        start = (cursor - self.overlap) if cursor else EPOCH
+        start = self._start(cursor)
         seen = set(recent)
         out: list[dict] = []
         last: tuple[dt.datetime, str] | None = None
         newest = cursor
-        fields = {"learner": 1, "competency": 1, "rule": 1, "course": 1, "user": 1,
+        fields = {"learner": 1, "framework": 1, "s": 1, "course": 1, "user": 1,
                   "status": 1, "updated_at": 1}
         same = 0  # records at the last page's final stamp, already read
         while len(out) < budget:
@@ -233,6 +246,10 @@ class GradeSync:
         kept = [k for k in seen
                 if dt.datetime.fromisoformat(k.rsplit("@", 1)[1]) > floor]
         return out, newest, sorted(kept)
+
+    def _start(self, cursor: dt.datetime | None) -> dt.datetime:
+        """Where a read of changes begins: the cursor minus the overlap window."""
+        return (cursor - self.overlap) if cursor else EPOCH
 
     def _items_for(self, mastery: list[dict], credits: list[dict],
                    members: list[dict]) -> set[tuple[str, str, str | None, str]]:
@@ -279,11 +296,10 @@ class GradeSync:
             found = targets(member["course"])
             if not learner or found is None:
                 continue
-            for doc in self.db["mastery"].find({"learner": learner}, {"competency": 1}):
-                if doc["competency"] in found:
-                    items.add((member["course"], member["user"], learner, doc["competency"]))
-            for doc in self.db["credits"].find({"learner": learner}, {"rule": 1}):
-                resource = grades.resource_of_credit(doc["rule"])
+            own = records.load(self.db, [learner]).get(learner)
+            if own is None:
+                continue
+            for resource in [*own.mastery, *map(grades.resource_of_credit, own.credits)]:
                 if resource in found:
                     items.add((member["course"], member["user"], learner, resource))
         return items

@@ -34,6 +34,7 @@ from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course, LaunchSession, Membership
 from lti_tool.web import error_page, launched, server_timing
 from mappings import calculation, progress, self_report
+from mappings import records as derived
 from mappings import review as decisions
 from mappings.models import CreditRule, Learner, utcnow
 
@@ -157,7 +158,7 @@ class ClassData:
 def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> ClassData:
     """Everything about the course's learners in a few queries whose size is bounded by the
     class (learners x competencies), never by the whole evidence collection: memberships,
-    the course's competencies, one read of the mastery records, the credit records, the
+    the course's competencies, one read of the learners' mastery and credit records, the
     pending evidence (by its status index) and a handful of evidence records by id for the
     dates. ``cell_dates``: also each cell's newest evidence date (the CSV export)."""
     course = _course(session)
@@ -170,17 +171,15 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
     wanted = list(dict.fromkeys(list(by_id) + sorted(
         {c for r in rules.values() for c in r.competencies})))
     wanted_set = set(wanted)
-    # One read of the class's mastery records (index: learner, framework). A leaf's record
-    # lists the accepted, non-voided evidence behind it, oldest first (mappings.engine):
-    # its length is the evidence count and its last id the newest evidence.
-    records: dict[tuple[str, str], dict] = {}
-    if ids and scope.frameworks:
-        for m in db["mastery"].find(
-                {"learner": {"$in": ids}, "framework": {"$in": scope.frameworks}},
-                {"learner": 1, "competency": 1, "points": 1, "level": 1, "mastered": 1,
-                 "evidence": 1, "from_children": 1, "updated_at": 1}):
-            if m["competency"] in wanted_set:
-                records[(m["learner"], m["competency"])] = m
+    # One read of the class's records (progress documents by learner; mappings.records).
+    # A leaf's mastery record lists the accepted, non-voided evidence behind it, oldest
+    # first: its length is the evidence count and its last id the newest evidence.
+    by_learner = derived.load(db, ids) if ids and (scope.frameworks or rules) else {}
+    frameworks = set(scope.frameworks)
+    records: dict[tuple[str, str], dict] = {
+        (learner, cid): m for learner, found in by_learner.items()
+        for cid, m in found.mastery.items()
+        if cid in wanted_set and m["framework"] in frameworks}
     pending: dict[str, int] = defaultdict(int)
     if ids and by_id:
         # By the (status, framework) index: pending evidence is few. Asking for the
@@ -192,9 +191,8 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
                 {"learner": 1, "competency": 1, "voided": 1}):
             if e["learner"] in learners and e["competency"] in by_id and not e.get("voided"):
                 pending[e["learner"]] += 1
-    stored_credits = {(c["learner"], c["rule"]): c for c in db["credits"].find(
-        {"learner": {"$in": ids}, "rule": {"$in": list(rules)}},
-        {"learner": 1, "rule": 1, "status": 1, "awarded_at": 1})} if ids and rules else {}
+    stored_credits = {(learner, rid): c for learner, found in by_learner.items()
+                      for rid, c in found.credits.items() if rid in rules}
     level_index = {r.identifier: {lv.name: i for i, lv in enumerate(r.levels, start=1)}
                    for r in rows}
     lines = []
@@ -574,8 +572,8 @@ def review(session: LaunchSession):
         evidence = db["evidence"].find_one({"_id": request.args["decided"]})
         if evidence is not None and evidence["learner"] in {m.learner for m in members} \
                 and evidence.get("actions"):
-            mastery = db["mastery"].find_one({"learner": evidence["learner"],
-                                              "competency": evidence["competency"]}) or {}
+            mastery = derived.mastery_one(db, evidence["learner"],
+                                          evidence["competency"]) or {}
             decided = {"evidence": evidence, "action": evidence["actions"][-1],
                        "mastery": mastery}
     return render_template(

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from mappings.models import Competency, CreditRule, Framework, RuleSet, Scale, WorkerState
+from mappings.models import (
+    RECORDS_FORMAT,
+    Competency,
+    CreditRule,
+    Framework,
+    RuleSet,
+    Scale,
+    WorkerState,
+)
 from mappings.types import CompetencyInfo
 
 VERSION_ID = "catalog-version"
@@ -89,6 +97,7 @@ class Catalog:
                    for c in self.competencies.values()),
             [[r.identifier, r.framework, sorted(r.competencies), sorted(r.required or ()),
               r.min_percent] for r in self.credit_rules],
+            RECORDS_FORMAT,
         ]
         return {name: hashlib.blake2b(orjson.dumps(part), digest_size=12).hexdigest()
                 for name, part in (("match", match), ("derive", derive))}

@@ -24,10 +24,10 @@ stored) reads those pairs from ``evidence``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -39,14 +39,15 @@ from pymongo.database import Database
 
 from lrs.jsonio import loads_json
 from lrs.keys import VOIDED_VERB, ifi
+from lrs.store import STATEMENTS
 from mappings import calculation, self_report
 from mappings.catalog import Catalog
 from mappings.identity import IdentityCache
 from mappings.models import utcnow
+from mappings.records import PROGRESS
 from mappings.rules import match_statement
 
 MAPPER = "mapper"
-STATE = "mapping_state"
 #: Evidence status of a record the rules no longer produce (see Engine.remap).
 SUPERSEDED = "superseded"
 _KEPT = ("status", "voided", "actions", "_id")  # what re-mapping never overwrites
@@ -68,7 +69,7 @@ def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str
     return f"{statement}|{learner}|{competency}|{rule}"
 
 
-def state_id(learner: str, framework: str) -> str:
+def progress_id(learner: str, framework: str) -> str:
     return f"{learner}|{framework}"
 
 
@@ -132,13 +133,6 @@ def _method(spec: str) -> calculation.Method:
     return calculation.parse_method(spec)
 
 
-def _digest(doc: dict) -> str:
-    """What a record says (not when it was written), to skip rewriting unchanged records."""
-    body = {k: v for k, v in doc.items() if k != "updated_at"}
-    return hashlib.blake2b(orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-                           digest_size=8).hexdigest()
-
-
 @dataclass(frozen=True)
 class _Scale:
     """A scale as plain values (reading mongoengine fields per record cost more CPU than
@@ -196,13 +190,55 @@ class BatchResult:
 
 
 @dataclass
+class _Plan:
+    """The writes one pass derived, made by Engine._commit."""
+
+    writes: list = field(default_factory=list)  # progress documents
+    gone: list[str] = field(default_factory=list)  # progress documents left empty
+    audits: list[dict] = field(default_factory=list)
+    changed_ids: list[str] = field(default_factory=list)  # credits
+
+
+@dataclass
 class _LearnerState:
-    """One learner's scores per competency (of the frameworks loaded), and the digests of
-    the records last written from them. A competency is present once it has any evidence,
-    counted or not (it then has a mastery record, possibly without points)."""
+    """One learner's scores per competency (of the frameworks loaded), the records stored
+    for them (``stored``: per framework, the progress body as read, and its bytes) and the
+    records derived in this pass (``mastery`` per competency, ``credits`` per rule). A
+    competency is present in ``leaves`` once it has any evidence, counted or not (it then
+    has a mastery record, possibly without points)."""
 
     leaves: dict[str, list[Score]] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)
+    stored: dict[str, dict] = field(default_factory=dict)
+    raw: dict[str, bytes] = field(default_factory=dict)
+    mastery: dict[str, dict] = field(default_factory=dict)
+    credits: dict[str, dict] = field(default_factory=dict)
+
+    def old_mastery(self, framework: str, competency: str) -> dict | None:
+        return (self.stored.get(framework) or {}).get("mastery", {}).get(competency)
+
+    def old_credit(self, framework: str, rule: str) -> dict | None:
+        return (self.stored.get(framework) or {}).get("credits", {}).get(rule)
+
+
+def _stamped(new: dict, old: dict | None, now: int) -> dict:
+    """The record with its change time: kept from the stored record when nothing else
+    changed, so that followers (the LMS grade sync) see only real changes."""
+    if old is not None and {k: v for k, v in old.items() if k != "at"} == new:
+        new["at"] = old["at"]
+    else:
+        new["at"] = now
+    return new
+
+
+def _compact(doc: dict) -> dict:
+    """A mastery record as stored in a progress body: the evidence behind it is not kept
+    (it is the ids of the leaf's counted scores, or the union of the children's), see
+    :mod:`mappings.records`."""
+    out = {"points": doc["points"], "level": doc["level"], "mastered": doc["mastered"],
+           "method": doc["method"]}
+    if doc["from_children"]:
+        out["children"] = [[c, p, m] for c, p, m, _ in doc["children"]]
+    return out
 
 
 class _Levels:
@@ -281,10 +317,9 @@ class Engine:
         self.db = db
         self.catalog = catalog
         self.evidence = db["evidence"]
-        self.mastery = db["mastery"]
-        self.credits = db["credits"]
         self.audit = db["audit"]
-        self.states = db[STATE]
+        self.progress = db[PROGRESS]
+        self.statements = db[STATEMENTS]
         self.identities = IdentityCache()
         self._meta: dict[str, _Meta] = {}
         # Frameworks each credit rule's competencies belong to (its records live there).
@@ -293,6 +328,9 @@ class Engine:
                                      for c in [*rule.competencies, *(rule.required or ())]
                                      if c in catalog.competencies} | {rule.framework})
             for rule in catalog.credit_rules}
+        # Where each credit is stored: with its rule's framework.
+        self._credit_framework = {rule.identifier: rule.framework
+                                  for rule in catalog.credit_rules}
 
     def meta(self, competency: str) -> _Meta:
         meta = self._meta.get(competency)
@@ -314,21 +352,23 @@ class Engine:
             self_report.drafts(stmt, self.catalog.infos, provider)
 
     def _evidence_of(self, docs: Iterable[dict], result: BatchResult
-                     ) -> tuple[list[dict], list[str], set[str]]:
+                     ) -> tuple[list[dict], list[tuple[str, dict | None]], set[str]]:
         """The evidence records a batch of statements produces under the catalog, the
-        statements it voids, and the statements that could not be mapped."""
+        statements it voids (with their actor when known), and the statements that could
+        not be mapped."""
         ops: list[dict] = []
-        voided_targets: list[str] = []
+        voided_targets: list[tuple[str, dict | None]] = []
         failed: set[str] = set()
         matched: list[tuple[dict, dict, str | None, list]] = []
         for doc in docs:
             result.statements += 1
             if doc.get("vb"):
                 stmt = loads_json(doc["j"])
-                voided_targets.append(stmt["object"]["id"].lower())
+                voided_targets.append((stmt["object"]["id"].lower(), None))
                 continue
             if doc.get("v"):
-                voided_targets.append(doc["sid"])  # voided before we saw it: retract, if any
+                # Voided before we saw it: retract, if any.
+                voided_targets.append((doc["sid"], loads_json(doc["j"]).get("actor")))
                 continue
             try:
                 stmt = loads_json(doc["j"])
@@ -365,23 +405,38 @@ class Engine:
         return ops, voided_targets, failed
 
     def process(self, docs: Iterable[dict]) -> BatchResult:
-        """Apply a batch of LRS statement documents (as stored, in sequence order)."""
+        """Apply a batch of LRS statement documents (as stored, in sequence order).
+
+        Why the evidence is inserted in a thread: the database works on the insert while
+        this process computes the records (two cores, two processes). The records are
+        computed from the scores as stored plus the batch's new evidence; should the insert
+        find evidence stored before (a retried batch, whose records may hold a teacher's
+        decision), they are computed again from what is stored."""
         result = BatchResult()
         ops, voided_targets, _ = self._evidence_of(docs, result)
-        stale: set[Pair] = set()
-        if ops:
-            stale |= self._write_evidence(ops)
-            result.evidence = len(ops)
-        if voided_targets:
-            retracted = self._retract(voided_targets)
-            result.retracted = len(retracted)
-            stale |= retracted
-            result.pairs |= retracted
-        if result.pairs:
-            new: dict[Pair, list[dict]] = defaultdict(list)
-            for op in ops:
-                new[(op["learner"], op["competency"])].append(op)
+        result.evidence = len(ops)
+        new: dict[Pair, list[dict]] = defaultdict(list)
+        for op in ops:
+            new[(op["learner"], op["competency"])].append(op)
+        if voided_targets or not ops:
+            stale = self._write_evidence(ops) if ops else set()
+            if voided_targets:
+                retracted = self._retract(voided_targets)
+                result.retracted = len(retracted)
+                stale |= retracted
+                result.pairs |= retracted
             result.credits_changed = self.recompute(result.pairs, new=new, stale=stale)
+            return result
+        gathered = self._gather(result.pairs, new=new, stale=set())
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence") as pool:
+            inserted = pool.submit(self._write_evidence, ops)
+            try:
+                plan = self._derive(*gathered)
+            finally:
+                stale = inserted.result()
+        if stale:
+            plan = self._derive(*self._gather(result.pairs, new=new, stale=stale))
+        result.credits_changed = self._commit(plan)
         return result
 
     # -- the catalog changed: map again, rebuild ---------------------------------------
@@ -401,12 +456,10 @@ class Engine:
         docs = list(docs)
         ops, voided_targets, failed = self._evidence_of(docs, result)
         wanted = {op["_id"]: op for op in ops}
-        sids = [d["sid"] for d in docs
-                if not d.get("vb") and not d.get("v") and d["sid"] not in failed]
-        existing: dict[str, dict] = {}
-        for i in range(0, len(sids), CHUNK):
-            for e in self.evidence.find({"statement": {"$in": sids[i:i + CHUNK]}}):
-                existing[e["_id"]] = e
+        mapped = [d for d in docs
+                  if not d.get("vb") and not d.get("v") and d["sid"] not in failed]
+        existing = {e["_id"]: e for e in self._evidence_of_statements(
+            [(d["sid"], loads_json(d["j"]).get("actor")) for d in mapped])}
         changed: set[str] = set()
         inserts, writes = [], []
         now = utcnow()
@@ -453,17 +506,19 @@ class Engine:
     def rebuild(self, learners: Iterable[str]) -> list[str]:
         """Recompute these learners' records from all of their evidence and replace what
         is stored: mastery records no longer produced (a competency removed, a roll-up
-        switched off, evidence superseded) are deleted, unchanged ones are not rewritten,
-        credits are evaluated for every rule that uses their competencies and for every
-        credit they already hold (a rule that changed), and their engine states are
-        replaced. The same function of the evidence as incremental processing, so a
+        switched off, evidence superseded) are dropped, credits are evaluated for every
+        rule that uses their competencies and for every credit they already hold (a rule
+        that changed). The same function of the evidence as incremental processing, so a
         learner rebuilt equals one processed statement by statement. Returns changed
         credit ids."""
         learners = sorted(set(learners))
         if not learners:
             return []
         catalog = self.catalog
-        states = {lr: _LearnerState() for lr in learners}
+        wanted = {(lr, fw) for lr in learners for fw in catalog.frameworks}
+        states = self._read_stored(wanted)
+        for lr in learners:
+            states[lr].leaves = {}
         for i in range(0, len(learners), CHUNK):
             for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
                                         {"learner": 1, "competency": 1, "timestamp": 1,
@@ -475,58 +530,23 @@ class Engine:
                 scores = states[e["learner"]].leaves.setdefault(competency, [])
                 if (score := _score_of(e)) is not None:
                     scores.append(score)
-        for state in states.values():
-            for scores in state.leaves.values():
-                scores.sort()
-        levels = {lr: _Levels(self, lr, states[lr]) for lr in learners}
-        produced: dict[str, dict] = {}
+        rules = {r.identifier: r for r in catalog.credit_rules}
+        affected: set[Pair] = set()
         touched: dict[tuple[str, str], object] = {}
         for lr in learners:
-            competencies = set(states[lr].leaves)
-            for c in list(competencies):
-                competencies.update(self.meta(c).ancestors)
-            for c in sorted(competencies):
-                for rule in catalog.credits_by_competency.get(c, ()):
-                    touched[(lr, rule.identifier)] = rule
-                doc = levels[lr].record(c)
-                if doc is not None:
-                    produced[doc["_id"]] = doc
-                    states[lr].digests[c] = _digest(doc)
-        rules = {r.identifier: r for r in catalog.credit_rules}
-        writes: list = []
-        seen: set[str] = set()
-        for i in range(0, len(learners), CHUNK):
-            chunk = learners[i:i + CHUNK]
-            for old in self.mastery.find({"learner": {"$in": chunk}}):
-                seen.add(old["_id"])
-                doc = produced.get(old["_id"])
-                if doc is None:
-                    writes.append(pymongo.DeleteOne({"_id": old["_id"]}))
-                elif _digest(old) != _digest(doc):
-                    writes.append(pymongo.ReplaceOne({"_id": doc["_id"]}, doc))
-            for credit in self.credits.find({"learner": {"$in": chunk}},
-                                            {"learner": 1, "rule": 1}):
-                if credit.get("rule") in rules:
-                    touched[(credit["learner"], credit["rule"])] = rules[credit["rule"]]
-        writes += [pymongo.ReplaceOne({"_id": key}, doc, upsert=True)
-                   for key, doc in produced.items() if key not in seen]
-        credit_writes, audits, changed_ids = self._credits(touched, levels, states)
-        if self.guard is not None:
-            self.guard()
-        if writes:
-            self.mastery.bulk_write(writes, ordered=False)
-        if audits:
-            _insert_new(self.audit, audits)
-        if credit_writes:
-            self.credits.bulk_write(credit_writes, ordered=False)
-        kept = {state_id(lr, self.meta(c).framework)
-                for lr in learners for c in states[lr].leaves}
-        gone = [state_id(lr, fw) for lr in learners for fw in catalog.frameworks
-                if state_id(lr, fw) not in kept]
-        for i in range(0, len(gone), CHUNK):
-            self.states.delete_many({"_id": {"$in": gone[i:i + CHUNK]}})
-        self._save_states(states, set(learners))
-        return changed_ids
+            state = states[lr]
+            for scores in state.leaves.values():
+                scores.sort()
+            for c in state.leaves:
+                affected.update((lr, x) for x in (c, *self.meta(c).ancestors))
+            for body in state.stored.values():
+                for rule_id in body.get("credits", {}):
+                    if rule_id in rules:
+                        touched[(lr, rule_id)] = rules[rule_id]
+        for lr, c in affected:
+            for rule in catalog.credits_by_competency.get(c, ()):
+                touched[(lr, rule.identifier)] = rule
+        return self._commit(self._derive(states, affected, touched, wanted, replace=True))
 
     def _record_error(self, subject: str, kind: str, exc: Exception) -> None:
         """Keep what could not be mapped, for admins (`/api/worker`), and move on."""
@@ -551,17 +571,44 @@ class Engine:
             for d in seen], ordered=False)
         return {(d["learner"], d["competency"]) for d in seen}
 
-    def _retract(self, statement_ids: list[str], *, only_new: bool = False) -> set[Pair]:
+    def _evidence_of_statements(self, statements: list[tuple[str, dict | None]],
+                                projection: dict | None = None) -> list[dict]:
+        """The evidence of these statements (id, actor if known), found through their
+        learners: evidence is indexed by learner only (each index slows every insert)."""
+        actors = {sid: actor for sid, actor in statements if actor}
+        unknown = sorted({sid for sid, actor in statements if not actor})
+        for i in range(0, len(unknown), CHUNK):
+            for doc in self.statements.find({"sid": {"$in": unknown[i:i + CHUNK]}},
+                                            {"sid": 1, "j": 1}):
+                actors[doc["sid"]] = loads_json(doc["j"]).get("actor") or {}
+        by_learner: dict[str, set[str]] = defaultdict(set)
+        for sid, actor in actors.items():
+            for learner in self.identities.known_learners_of(actor):
+                by_learner[learner].add(sid)
+        found = []
+        learners = sorted(by_learner)
+        for i in range(0, len(learners), CHUNK):
+            chunk = learners[i:i + CHUNK]
+            sids = sorted({sid for lr in chunk for sid in by_learner[lr]})
+            for e in self.evidence.find({"learner": {"$in": chunk}, "statement": {"$in": sids}},
+                                        projection):
+                found.append(e)
+        return found
+
+    def _retract(self, statements: list[tuple[str, dict | None]], *,
+                 only_new: bool = False) -> set[Pair]:
         """A voided statement's evidence stops counting (kept, marked, for the record).
         ``only_new``: report only evidence not marked before (a retried batch must
         recompute all of it, since its records may not have been written)."""
-        query: dict = {"statement": {"$in": statement_ids}}
-        if only_new:
-            query["voided"] = {"$ne": True}
-        affected = list(self.evidence.find(query, {"learner": 1, "competency": 1}))
+        affected = [e for e in self._evidence_of_statements(
+                        statements, {"learner": 1, "competency": 1, "voided": 1})
+                    if not (only_new and e.get("voided"))]
         if not affected:
             return set()
-        self.evidence.update_many(query, {"$set": {"voided": True}})
+        ids = sorted(e["_id"] for e in affected)
+        for i in range(0, len(ids), CHUNK):
+            self.evidence.update_many({"_id": {"$in": ids[i:i + CHUNK]}},
+                                      {"$set": {"voided": True}})
         return {(e["learner"], e["competency"]) for e in affected}
 
     # -- evidence -> mastery -> roll-ups -> credit ------------------------------------
@@ -570,30 +617,35 @@ class Engine:
         """Recompute mastery for the given (learner, competency) pairs, their ancestors'
         roll-ups and the credits that use any of them; returns changed credit ids.
 
-        ``new`` is a batch's freshly inserted evidence per pair, merged into the learners'
-        states in memory; the pairs in ``stale`` -- and, when ``new`` is not given, all
-        pairs (teacher decisions, merges, `recompute`) -- are read from ``evidence``."""
+        ``new`` is a batch's new evidence per pair, merged into the learners' scores in
+        memory; the pairs in ``stale`` -- and, when ``new`` is not given, all pairs
+        (teacher decisions, merges, `recompute`) -- are read from ``evidence``."""
+        return self._commit(self._derive(*self._gather(pairs, new=new, stale=stale)))
+
+    def _gather(self, pairs: set[Pair], *, new: dict[Pair, list[dict]] | None,
+                stale: set[Pair] | None) -> tuple:
+        """What deriving the records of these pairs needs, read from the database: the
+        learners' stored progress and scores, and which records and credits to derive."""
         catalog = self.catalog
         pairs = {(lr, c) for lr, c in pairs if c in catalog.competencies}
-        if not pairs:
-            return []
         new = new or {}
         stale = set(pairs) if not new else {p for p in (stale or ()) if p in pairs}
-        touched = {(lr, rule.identifier): rule for lr, c in pairs
-                   for comp in (c, *self.meta(c).ancestors)
-                   for rule in catalog.credits_by_competency.get(comp, ())}
-        wanted: set[tuple[str, str]] = {(lr, self.meta(c).framework)
-                                        for lr, c in pairs}
-        for lr, rule_id in touched:
-            wanted.update((lr, fw) for fw in self._rule_frameworks.get(rule_id, ()))
-        states, fresh = self._load_states(wanted)
-        # Pairs of a learner whose state had to be built from evidence are read, not merged.
-        forced = {p for p in pairs
-                  if (p[0], self.meta(p[1]).framework) in fresh} | stale
+        wanted: set[tuple[str, str]] = {(lr, self.meta(c).framework) for lr, c in pairs}
+        for lr, c in pairs:
+            for comp in (c, *self.meta(c).ancestors):
+                for rule in catalog.credits_by_competency.get(comp, ()):
+                    wanted.update((lr, fw) for fw in self._rule_frameworks[rule.identifier])
+        states = self._read_stored(wanted)
+        # Frameworks with nothing stored are read from evidence -- except for learners this
+        # engine created: all of their evidence is from its own batches, each of which
+        # wrote their progress, or is retried (its evidence then found stale).
+        fresh = {(lr, fw) for lr, fw in wanted
+                 if fw not in states[lr].raw and lr not in self.identities.created}
+        self._leaves_from_evidence(fresh, states)
         self._read_pairs({p for p in stale
-                          if (p[0], self.meta(p[1]).framework) not in fresh},
-                         states)
-        for pair in pairs - forced:
+                          if (p[0], self.meta(p[1]).framework) not in fresh}, states)
+        # New evidence not read already (by id) joins the scores.
+        for pair in pairs - stale:
             learner, competency = pair
             scores = states[learner].leaves.setdefault(competency, [])
             have = {s[3] for s in scores}
@@ -601,73 +653,98 @@ class Engine:
             if added:
                 scores.extend(added)
                 scores.sort()
-
-        levels = {lr: _Levels(self, lr, states[lr]) for lr in {lr for lr, _ in pairs}}
         affected = set(pairs)
-        for learner, competency in pairs:
+        # A framework with nothing stored gets all of its records, not only these.
+        affected.update((lr, c) for lr, fw in fresh for c in states[lr].leaves
+                        if self.meta(c).framework == fw)
+        for learner, competency in list(affected):
             affected.update((learner, p) for p in self.meta(competency).ancestors)
-        inserts, writes = [], []
+        touched = {(lr, rule.identifier): rule for lr, c in affected
+                   for rule in catalog.credits_by_competency.get(c, ())}
+        return states, affected, touched, wanted
+
+    def _derive(self, states: dict[str, _LearnerState], affected: set[Pair], touched: dict,
+                wanted: set[tuple[str, str]], *, replace: bool = False) -> _Plan:
+        """Compute the affected mastery records and the touched credits from the learners'
+        scores, and the writes of the progress documents of ``wanted`` (learner,
+        framework) that change. ``replace``: the records computed are all there are (a
+        rebuild); otherwise records not computed are kept as stored."""
+        now = _ms(utcnow())
+        levels = {lr: _Levels(self, lr, states[lr]) for lr in states}
         for learner, competency in sorted(affected):
             doc = levels[learner].record(competency)
             if doc is None:
                 continue
-            digest = _digest(doc)
-            known = states[learner].digests
-            if (learner, competency) not in forced and known.get(competency) == digest:
+            state = states[learner]
+            framework = self.meta(competency).framework
+            state.mastery[competency] = _stamped(
+                _compact(doc), state.old_mastery(framework, competency), now)
+        plan = _Plan()
+        plan.audits, plan.changed_ids = self._credits(touched, levels, states, now)
+        for learner, framework in sorted(wanted):
+            state = states[learner]
+            stored = state.stored.get(framework) or {}
+            mastery = {} if replace else dict(stored.get("mastery") or {})
+            mastery.update((c, r) for c, r in state.mastery.items()
+                           if self.meta(c).framework == framework)
+            credits = dict(stored.get("credits") or {})
+            credits.update((r, c) for r, c in state.credits.items()
+                           if self._credit_framework[r] == framework)
+            leaves = {c: s for c, s in state.leaves.items()
+                      if self.meta(c).framework == framework}
+            key = progress_id(learner, framework)
+            if not (leaves or mastery or credits):
+                if framework in state.raw:
+                    plan.gone.append(key)
                 continue
-            if competency not in known and \
-                    (learner, self.meta(competency).framework) not in fresh:
-                inserts.append(doc)  # never written: an insert costs a third of a replace
-            else:
-                writes.append(pymongo.ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
-            known[competency] = digest
-        credit_writes, audits, changed_ids = self._credits(touched, levels, states)
-        if self.guard is not None:
+            raw = orjson.dumps({"leaves": leaves, "mastery": mastery, "credits": credits},
+                               option=orjson.OPT_SORT_KEYS)
+            if raw == state.raw.get(framework):
+                continue
+            plan.writes.append(pymongo.ReplaceOne(
+                {"_id": key}, {"learner": learner, "framework": framework,
+                               "updated_at": _from_ms(now), "s": raw}, upsert=True))
+        return plan
+
+    def _commit(self, plan: _Plan) -> list[str]:
+        """Write what was derived (after the lease check); returns changed credit ids."""
+        if self.guard is not None and (plan.writes or plan.gone or plan.audits):
             self.guard()
-        if inserts:
-            self._insert_or_replace(self.mastery, inserts)
-        if writes:
-            self.mastery.bulk_write(writes, ordered=False)
-        if audits:
+        if plan.audits:
             # Before the credits: a retried batch finds the old credit, makes the same
             # audit records (same ids) again, and they are kept once.
-            _insert_new(self.audit, audits)
-        if credit_writes:
-            self.credits.bulk_write(credit_writes, ordered=False)
-        # Last: a state is never ahead of the records it describes.
-        self._save_states(states, {lr for lr, _ in wanted})
-        return changed_ids
+            _insert_new(self.audit, plan.audits)
+        if plan.writes:
+            self.progress.bulk_write(plan.writes, ordered=False)
+        for i in range(0, len(plan.gone), CHUNK):
+            self.progress.delete_many({"_id": {"$in": plan.gone[i:i + CHUNK]}})
+        return plan.changed_ids
 
-    @staticmethod
-    def _insert_or_replace(collection, docs: list[dict]) -> None:
-        """Insert records believed new; any that exists after all (a batch retried after
-        its records were written, before its state was) is replaced."""
-        seen = _insert_new(collection, docs)
-        if not seen:
-            return
-        collection.bulk_write([pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
-                               for d in seen], ordered=False)
-
-    def _load_states(self, wanted: set[tuple[str, str]]
-                     ) -> tuple[dict[str, _LearnerState], set[tuple[str, str]]]:
-        """The learners' states for these frameworks; those never stored (new learners,
-        or after `recompute`) are built from all of the learner's evidence there."""
+    def _read_stored(self, wanted: set[tuple[str, str]]) -> dict[str, _LearnerState]:
+        """The learners' stored progress for these frameworks: scores and records."""
         states: dict[str, _LearnerState] = defaultdict(_LearnerState)
-        found = set()
-        for doc in _find_by_ids(self.states, sorted(state_id(lr, fw) for lr, fw in wanted)):
-            found.add((doc["learner"], doc["framework"]))
+        for doc in _find_by_ids(self.progress,
+                                sorted(progress_id(lr, fw) for lr, fw in wanted)):
             body = orjson.loads(doc["s"])
             state = states[doc["learner"]]
+            state.stored[doc["framework"]] = body
+            state.raw[doc["framework"]] = doc["s"]
             state.leaves.update({c: [tuple(s) for s in scores]
                                  for c, scores in body["leaves"].items()
                                  if c in self.catalog.competencies})
-            state.digests.update(body["digests"])
-        missing = wanted - found
+        for lr, _ in wanted:
+            states.setdefault(lr, _LearnerState())  # a learner with nothing stored yet
+        return states
+
+    def _leaves_from_evidence(self, missing: set[tuple[str, str]],
+                              states: dict[str, _LearnerState]) -> None:
+        """Scores of frameworks with no progress stored (a learner's first evidence there,
+        or a database written by an older version), from all of their evidence."""
         by_learner: dict[str, set[str]] = defaultdict(set)
         for lr, fw in missing:
             by_learner[lr].add(fw)
-            states.setdefault(lr, _LearnerState())  # a learner without evidence yet
         learners = sorted(by_learner)
+        touched: set[tuple[str, str]] = set()
         for i in range(0, len(learners), CHUNK):
             for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
                                         {"learner": 1, "competency": 1, "framework": 1,
@@ -679,12 +756,11 @@ class Engine:
                         e.get("status") == SUPERSEDED:
                     continue
                 scores = states[e["learner"]].leaves.setdefault(competency, [])
+                touched.add((e["learner"], competency))
                 if (score := _score_of(e)) is not None:
                     scores.append(score)
-        for lr in learners:
-            for scores in states[lr].leaves.values():
-                scores.sort()
-        return states, missing
+        for lr, c in touched:
+            states[lr].leaves[c].sort()
 
     def _read_pairs(self, pairs: set[Pair], states: dict[str, _LearnerState]) -> None:
         """Replace these pairs' scores with what ``evidence`` holds."""
@@ -708,27 +784,6 @@ class Engine:
         for lr, c in pairs:
             states[lr].leaves[c].sort()
 
-    def _save_states(self, states: dict[str, _LearnerState], learners: set[str]) -> None:
-        writes = []
-        for learner in sorted(learners):
-            state = states[learner]
-            by_framework: dict[str, dict] = defaultdict(lambda: {"leaves": {}, "digests": {}})
-            for c, scores in state.leaves.items():
-                info = self.catalog.competencies.get(c)
-                if info is not None:
-                    by_framework[info.framework]["leaves"][c] = scores
-            for c, digest in state.digests.items():
-                info = self.catalog.competencies.get(c)
-                if info is not None:
-                    by_framework[info.framework]["digests"][c] = digest
-            for framework, body in by_framework.items():
-                key = state_id(learner, framework)
-                writes.append(pymongo.ReplaceOne(
-                    {"_id": key}, {"learner": learner, "framework": framework,
-                                   "s": orjson.dumps(body)}, upsert=True))
-        if writes:
-            self.states.bulk_write(writes, ordered=False)
-
     def _mastery_doc(self, learner: str, competency: str, points: float | None, scale,
                      method: str, evidence: list[str], *, from_children: bool,
                      mastered: bool | None = None) -> dict:
@@ -739,45 +794,38 @@ class Engine:
                 "competency": competency, "framework": self.meta(competency).framework,
                 "points": points, "level": level,
                 "mastered": bool(mastered), "method": method, "evidence": evidence,
-                "from_children": from_children, "updated_at": utcnow()}
+                "from_children": from_children}
 
     # -- credits -----------------------------------------------------------------------
     def _credits(self, touched: dict, levels: dict[str, _Levels],
-                 states: dict[str, _LearnerState]) -> tuple[list, list[dict], list[str]]:
-        if not touched:
-            return [], [], []
-        existing = {d["_id"]: d for d in _find_by_ids(
-            self.credits, sorted(f"{lr}|{r}" for lr, r in touched))}
-        writes, audits, changed_ids = [], [], []
+                 states: dict[str, _LearnerState], now: int) -> tuple[list[dict], list[str]]:
+        """Evaluate the touched credits into the learners' states (``credits``); returns
+        the audit records of awards and revocations and the ids of changed credits."""
+        audits, changed_ids = [], []
         candidates_of: dict[str, set[str]] = {}
         for (learner, rule_id), rule in sorted(touched.items()):
             key = f"{learner}|{rule_id}"
-            old = existing.get(key)
-            mine = levels.get(learner) or _Levels(self, learner, states[learner])
+            state = states[learner]
+            old = state.old_credit(rule.framework, rule_id)
+            mine = levels.get(learner) or _Levels(self, learner, state)
             # Only a competency with evidence under it can be mastered.
             candidates = candidates_of.get(learner)
             if candidates is None:
-                candidates = candidates_of[learner] = set(states[learner].leaves).union(
-                    *(self.meta(c).ancestors for c in states[learner].leaves))
-            records = {c: mine.record(c) for c in
-                       candidates.intersection([*rule.competencies, *(rule.required or ())])}
-            mastered = {c for c, doc in records.items() if doc and doc["mastered"]}
+                candidates = candidates_of[learner] = set(state.leaves).union(
+                    *(self.meta(c).ancestors for c in state.leaves))
+            mastered = {c for c in candidates.intersection(
+                            [*rule.competencies, *(rule.required or ())])
+                        if (doc := mine.record(c)) and doc["mastered"]}
             try:
                 progress = calculation.evaluate_credit(list(rule.competencies), mastered,
                                                        required=list(rule.required or ()),
                                                        min_percent=rule.min_percent)
             except ValueError as exc:
-                self._record_error(f"{learner}|{rule_id}", "credit", exc)
+                self._record_error(key, "credit", exc)
                 continue
-            # Pairs, not a dict: identifiers may contain dots.
-            evidence_by = [[c, list(records[c]["evidence"]) if records.get(c) else []]
-                           for c in progress.mastered]
-            behind = sorted({e for _, ids in evidence_by for e in ids})
             transitions = (old or {}).get("transitions", 0)
-            doc = {"_id": key, "learner": learner, "rule": rule_id,
-                   "mastered": list(progress.mastered), "missing": list(progress.missing),
-                   "percent": progress.percent, "evidence": behind,
-                   "evidence_by": evidence_by,
+            doc = {"mastered": list(progress.mastered), "missing": list(progress.missing),
+                   "percent": progress.percent,
                    "awarded_at": old.get("awarded_at") if old else None,
                    "revoked_at": old.get("revoked_at") if old else None,
                    "transitions": transitions}
@@ -786,21 +834,22 @@ class Engine:
                 doc["status"] = "awarded"
                 # Dated by the evidence that completed it, in timestamp order: a pure
                 # function of the evidence, whatever the batches and whenever noticed.
-                doc["awarded_at"] = self._awarded_since(learner, rule, states[learner])
+                since = self._awarded_since(learner, rule, state)
+                doc["awarded_at"] = _ms(since) if since is not None else None
                 if not was_awarded:
                     doc["revoked_at"] = None
                     doc["transitions"] = transitions + 1
                     audits.append({"_id": f"{key}|{transitions + 1}|credit_awarded",
-                                   "at": utcnow(), "actor": MAPPER, "action": "credit_awarded",
-                                   "subject": key, "detail": {
+                                   "at": _from_ms(now), "actor": MAPPER,
+                                   "action": "credit_awarded", "subject": key, "detail": {
                                        "rule": rule_id, "percent": progress.percent,
                                        "mastered": list(progress.mastered)}})
             elif was_awarded:
                 doc["status"] = "revoked"
-                doc["revoked_at"] = utcnow()
+                doc["revoked_at"] = now
                 doc["transitions"] = transitions + 1
                 audits.append({"_id": f"{key}|{transitions + 1}|credit_revoked",
-                               "at": doc["revoked_at"], "actor": MAPPER,
+                               "at": _from_ms(now), "actor": MAPPER,
                                "action": "credit_revoked", "subject": key,
                                "detail": {"rule": rule_id, "percent": progress.percent,
                                           "missing": list(progress.missing),
@@ -808,11 +857,10 @@ class Engine:
             else:
                 doc["status"] = "revoked" if old and old.get("status") == "revoked" \
                     else "in_progress"
-            if old is None or any(_plain(old.get(k)) != _plain(doc.get(k)) for k in doc):
-                doc["updated_at"] = utcnow()
-                writes.append(pymongo.ReplaceOne({"_id": key}, doc, upsert=True))
+            state.credits[rule_id] = _stamped(doc, old, now)
+            if old is None or doc["at"] != old.get("at"):
                 changed_ids.append(key)
-        return writes, audits, changed_ids
+        return audits, changed_ids
 
     def _awarded_since(self, learner: str, rule, state: _LearnerState) -> dt.datetime | None:
         """When the credit last became awarded, replaying the learner's counted evidence in

@@ -8,7 +8,6 @@ online course's account) to that learner, and the evidence follows.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Iterable
 
@@ -28,6 +27,9 @@ class IdentityCache:
 
     def __init__(self) -> None:
         self._by_ifi: dict[str, str] = {}
+        # Learners this cache created: they can have no evidence but what this process
+        # mapped since (the engine then needs no read of earlier evidence).
+        self.created: set[str] = set()
 
     def resolve(self, agent: dict) -> str | None:
         """The learner id for an Agent (None for agents without an identifier)."""
@@ -39,7 +41,9 @@ class IdentityCache:
             return cached
         learner = Learner.objects(agents=agent_ifi).only("identifier").first()
         if learner is None:
-            learner = _create(agent_ifi, agent.get("name"))
+            learner, created = _create(agent_ifi, agent.get("name"))
+            if created:
+                self.created.add(learner.identifier)
         self._by_ifi[agent_ifi] = learner.identifier
         return learner.identifier
 
@@ -55,8 +59,12 @@ class IdentityCache:
         if not new:
             return
         docs = [{"_id": learner_id_for(i), "name": wanted[i], "agents": [i]} for i in new]
-        with contextlib.suppress(pymongo.errors.BulkWriteError):
-            collection.insert_many(docs, ordered=False)  # some may exist: re-read below
+        failed: set[int] = set()
+        try:
+            collection.insert_many(docs, ordered=False)
+        except pymongo.errors.BulkWriteError as exc:  # some may exist: re-read below
+            failed = {e["index"] for e in exc.details.get("writeErrors", [])}
+        self.created.update(d["_id"] for k, d in enumerate(docs) if k not in failed)
         self._load(collection, new)  # another worker may have won the race: read back
 
     def _load(self, collection, ifis: list[str]) -> None:
@@ -65,6 +73,16 @@ class IdentityCache:
             for doc in collection.find({"agents": {"$in": ifis[i:i + 200]}}, {"agents": 1}):
                 for agent_ifi in doc["agents"]:
                     self._by_ifi[agent_ifi] = doc["_id"]
+
+    def known_learners_of(self, actor: dict) -> list[str]:
+        """Like :meth:`learners_of`, without creating learners for unknown agents (a
+        statement being voided: an agent nobody knows has no evidence)."""
+        agents = actor.get("member") or () if actor.get("objectType") == "Group" else [actor]
+        ifis = [i for a in agents if (i := ifi(a))]
+        missing = [i for i in ifis if i not in self._by_ifi]
+        if missing:
+            self._load(Learner._get_collection(), missing)
+        return sorted({self._by_ifi[i] for i in ifis if i in self._by_ifi})
 
     def learners_of(self, actor: dict) -> list[str]:
         """The actor's learners: the agent itself, or each member of a Group (a team
@@ -76,17 +94,18 @@ class IdentityCache:
         return [learner] if learner else []
 
 
-def _create(agent_ifi: str, name: str | None) -> Learner:
+def _create(agent_ifi: str, name: str | None) -> tuple[Learner, bool]:
+    """The new learner, or the one another worker created first; and whether it is new."""
     identifier = learner_id_for(agent_ifi)
     try:
         return Learner(identifier=identifier, name=name, agents=[agent_ifi]).save(
-            force_insert=True)
+            force_insert=True), True
     except me.NotUniqueError:
         # Another worker created it first (same id or same agent): use theirs.
         existing = Learner.objects(agents=agent_ifi).first()
         if existing is None:
             raise
-        return existing
+        return existing, False
 
 
 def link(learner_id: str, agent_ifi: str) -> tuple[Learner, str | None]:
@@ -151,7 +170,8 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
     :func:`merge_evidence`), drop the old learner's derived records and rebuild the new
     learner's. Safe to run again after an interruption."""
     from mappings import catalog as catalog_module
-    from mappings.engine import STATE, evidence_id
+    from mappings.engine import evidence_id
+    from mappings.records import PROGRESS
     from mappings.worker import ALL, apply_dirty_now, mark_dirty
 
     moved = 0
@@ -164,9 +184,7 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
         db["evidence"].replace_one({"_id": key}, new, upsert=True)
         db["evidence"].delete_one({"_id": doc["_id"]})
         moved += 1
-    db["mastery"].delete_many({"learner": from_learner})
-    db["credits"].delete_many({"learner": from_learner})
-    db[STATE].delete_many({"learner": from_learner})
+    db[PROGRESS].delete_many({"learner": from_learner})
     # Running workers drop their identity caches (the merged learner no longer exists).
     catalog_module.bump()
     mark_dirty(db, {(to_learner, ALL)})

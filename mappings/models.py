@@ -162,7 +162,11 @@ class Evidence(me.Document):
     actions = me.EmbeddedDocumentListField(Action)
 
     meta = {"collection": "evidence",
-            "indexes": [("learner", "competency"), ("statement",), ("status", "framework")]}
+            # Few indexes: each one slows every insert. Evidence of a statement is found
+            # through its learners; the review queue's index holds pending evidence only.
+            "indexes": [("learner", "competency"),
+                        {"fields": ["status", "framework"], "name": "pending_review",
+                         "partialFilterExpression": {"status": "pending"}}]}
 
     @property
     def effective_points(self) -> float:
@@ -175,43 +179,36 @@ class Evidence(me.Document):
         return self.status == "accepted" and not self.voided
 
 
-class Mastery(me.Document):
-    identifier = me.StringField(primary_key=True)  # "learner|competency"
+#: How derived records are stored. Part of the catalog fingerprint ("derive"): a database
+#: written by a version that stored them differently is rebuilt from its evidence by the
+#: mapping worker after an upgrade.
+RECORDS_FORMAT = 2
+
+
+class Progress(me.Document):
+    """A learner's derived records in one framework: the counted scores per competency,
+    the mastery records and the credits of the framework's credit rules.
+
+    Why one document per learner and framework, in a compact binary body: the mapping
+    worker must keep up with the LRS's ingest, and on the database a write costs about the
+    same whether it carries one record or sixty; writing each mastery record and credit as
+    its own document made the worker four to six times slower than ingest. The body is
+    written only by the mapping worker (the lease holder) and read through
+    ``mappings.records``, which presents the records as documents (with the evidence behind
+    each) -- nothing else parses it."""
+
+    identifier = me.StringField(primary_key=True)  # "learner|framework"
     learner = me.StringField(required=True)
-    competency = me.StringField(required=True)
     framework = me.StringField(required=True)
-    points = me.FloatField()  # None: no evidence yet
-    level = me.StringField()
-    mastered = me.BooleanField(default=False)
-    method = me.StringField()
-    evidence = me.ListField(me.StringField())  # evidence identifiers behind it
-    from_children = me.BooleanField(default=False)  # a roll-up
-    # A roll-up keeps its children's states: [[child, points, mastered, evidence], ...].
-    children = me.ListField(me.ListField())
-    updated_at = me.DateTimeField(default=utcnow)
+    # When any record in it last changed: followers (the LMS grade sync) read by it.
+    updated_at = me.DateTimeField(required=True)
+    # orjson of {"leaves": {competency: [[timestamp ms, seq, points, evidence id], ...]},
+    #            "mastery": {competency: {points, level, mastered, method, children?, at}},
+    #            "credits": {rule: {status, mastered, missing, percent, awarded_at,
+    #                               revoked_at, transitions, at}}}; times in ms since 1970.
+    s = me.BinaryField(required=True)
 
-    # updated_at: followers of mastery changes (the LMS grade sync) read by it.
-    meta = {"collection": "mastery",
-            "indexes": [("learner", "framework"), "competency", "updated_at"]}
-
-
-class Credit(me.Document):
-    identifier = me.StringField(primary_key=True)  # "learner|credit rule"
-    learner = me.StringField(required=True)
-    rule = me.StringField(required=True)
-    status = me.StringField(choices=("in_progress", "awarded", "revoked"), required=True)
-    mastered = me.ListField(me.StringField())
-    missing = me.ListField(me.StringField())
-    percent = me.FloatField(default=0.0)
-    awarded_at = me.DateTimeField()
-    revoked_at = me.DateTimeField()
-    evidence = me.ListField(me.StringField())
-    # Per mastered competency, the evidence behind it: [[competency, [evidence ids]], ...].
-    evidence_by = me.ListField(me.ListField())
-    transitions = me.IntField(default=0)  # status changes so far: numbers the audit records
-    updated_at = me.DateTimeField()
-
-    meta = {"collection": "credits", "indexes": ["learner", "rule", "updated_at"]}
+    meta = {"collection": "progress", "indexes": ["learner", "updated_at"]}
 
 
 class Audit(me.Document):
@@ -238,7 +235,9 @@ class WorkerState(me.Document):
     meta = {"collection": "worker_state"}
 
 
-MODELS = (Framework, Competency, CreditRule, RuleSet, Learner, Evidence, Mastery, Credit, Audit,
+OBSOLETE_EVIDENCE_INDEXES = {"statement_1", "status_1_framework_1"}
+
+MODELS = (Framework, Competency, CreditRule, RuleSet, Learner, Evidence, Progress, Audit,
           WorkerState)
 
 
@@ -247,3 +246,7 @@ def ensure_indexes() -> None:
     through pymongo in bulk and mongoengine only creates indexes on its own first use."""
     for model in MODELS:
         model.ensure_indexes()
+    # Indexes of earlier versions that only slowed the mapping worker's inserts down.
+    evidence = Evidence._get_collection()
+    for name in set(evidence.index_information()) & OBSOLETE_EVIDENCE_INDEXES:
+        evidence.drop_index(name)

@@ -1,8 +1,9 @@
 """Read models for people: a learner's progress, a class matrix, a level's history.
 
 Plain Python over the stored records (no Flask), so pages, exports and the API present the
-same numbers. Each function reads with one query per collection, bounded by the learners
-and competencies asked for: a class of 30 by 40 is three queries, not 1,200.
+same numbers. Mastery and credit records come from :mod:`mappings.records`. Each function
+reads with one query per collection, bounded by the learners and competencies asked for: a
+class of 30 by 40 is three queries, not 1,200.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mappings import calculation
+from mappings import calculation, records
 from mappings.models import Competency, CreditRule, Framework, Scale
 
 
@@ -136,8 +137,7 @@ def learner_progress(db, learner: str, competency_ids: Sequence[str],
                      credit_rules: Sequence[str]) -> LearnerProgress:
     rows, items = competency_rows(competency_ids)
     by_id = {r.identifier: r for r in rows}
-    for m in db["mastery"].find({"learner": learner, "competency": {"$in": list(by_id)}},
-                                {"competency": 1, "points": 1, "level": 1, "mastered": 1}):
+    for m in records.mastery(db, [learner], by_id):
         row = by_id[m["competency"]]
         row.points, row.level, row.mastered = m.get("points"), m.get("level"), \
             bool(m.get("mastered"))
@@ -161,14 +161,15 @@ def learner_progress(db, learner: str, competency_ids: Sequence[str],
 def credit_rows(db, learners: Sequence[str], credit_rules: Sequence[str]
                 ) -> dict[str, list[CreditRow]]:
     rules = {r.identifier: r for r in CreditRule.objects(identifier__in=list(credit_rules))}
-    stored = {(c["learner"], c["rule"]): c for c in db["credits"].find(
-        {"learner": {"$in": list(learners)}, "rule": {"$in": list(rules)}})}
+    stored: dict[tuple[str, str], dict] = {}
     mastered_by: dict[str, set[str]] = defaultdict(set)
-    competencies = sorted({c for r in rules.values() for c in r.competencies})
-    for m in db["mastery"].find({"learner": {"$in": list(learners)},
-                                 "competency": {"$in": competencies}, "mastered": True},
-                                {"learner": 1, "competency": 1}):
-        mastered_by[m["learner"]].add(m["competency"])
+    competencies = {c for r in rules.values() for c in r.competencies}
+    for learner, held in records.load(db, learners).items():
+        for rid, c in held.credits.items():
+            if rid in rules:
+                stored[(learner, rid)] = c
+        mastered_by[learner].update(c for c, m in held.mastery.items()
+                                    if c in competencies and m["mastered"])
     out: dict[str, list[CreditRow]] = {}
     for learner in learners:
         rows = []
@@ -260,11 +261,9 @@ def class_matrix(db, learners: Sequence[str], competency_ids: Sequence[str]
                  ) -> dict[tuple[str, str], dict]:
     """(learner, competency) → {points, level, mastered} for every stored record."""
     out = {}
-    for m in db["mastery"].find({"learner": {"$in": list(learners)},
-                                 "competency": {"$in": list(competency_ids)}},
-                                {"learner": 1, "competency": 1, "points": 1, "level": 1,
-                                 "mastered": 1}):
-        out[(m["learner"], m["competency"])] = m
+    for m in records.mastery(db, learners, competency_ids):
+        out[(m["learner"], m["competency"])] = {
+            k: m[k] for k in ("_id", "learner", "competency", "points", "level", "mastered")}
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from mappings import catalog as catalog_module
+from mappings import records
 from mappings.models import utcnow
 from mappings.worker import apply_dirty_now, mark_dirty
 
@@ -70,14 +71,16 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
 
 def explain(db: Database, learner: str, competency: str) -> dict:
     """The chain behind a learner's level: credits <- mastery <- evidence <- statements."""
-    mastery = db["mastery"].find_one({"_id": f"{learner}|{competency}"}) or {
+    held = records.load(db, [learner]).get(learner) or records.LearnerRecords(learner)
+    mastery = held.mastery.get(competency) or {
         "learner": learner, "competency": competency, "points": None, "level": None,
         "mastered": False, "evidence": []}
     evidence_ids = list(mastery.get("evidence", []))
     evidence = list(db["evidence"].find({"learner": learner, "competency": competency})
                     .sort([("timestamp", 1), ("seq", 1)]))
-    credits = list(db["credits"].find({"learner": learner, "mastered": competency}))
-    credits += [c for c in db["credits"].find({"learner": learner, "missing": competency})]
+    by_rule = sorted(held.credits.items())
+    credits = [c for _, c in by_rule if competency in c["mastered"]]
+    credits += [c for _, c in by_rule if competency in c["missing"]]
     return {
         "learner": learner,
         "competency": competency,

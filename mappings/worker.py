@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 WORKER_ID = "mapper"
 LEASE_SECONDS = 10.0
-BATCH = 2000
+BATCH = 5000
 JOBS = "mapping_jobs"
 CATALOG_JOB = "catalog"  # the catalog fingerprint the records follow, and pending work
 REBUILD_CHUNK = 200  # learners rebuilt per job step

@@ -49,6 +49,7 @@ WARMUP = 5
 LEARNERS = 30
 STRANDS, PER_STRAND = 4, 9  # 4 strands + 36 competencies = 40
 TARGET_P95_MS = 200.0
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 CONTEXT = {"id": "bench-class", "title": "Benchmark class", "label": "BENCH"}
 COURSE = "demo|bench-class"
 # The launch leaves out the roster and grade services: the seeded members are not the demo
@@ -71,11 +72,19 @@ def framework_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ms(when: dt.datetime) -> int:
+    return (when - EPOCH) // dt.timedelta(milliseconds=1)
+
+
 def seed(db, rng: random.Random) -> None:
     """Framework, roster, mastery and evidence, written the way the mapper and the roster
-    import write them."""
+    import write them (the mastery records in one progress document per learner, as the
+    mapper stores them; ``mappings.records`` reads them)."""
+    import orjson
+
     from mappings.frameworks import parse_yaml_framework, save_framework
     from mappings.models import Competency
+    from mappings.records import PROGRESS
 
     save_framework(parse_yaml_framework(framework_yaml(), filename="bench-class.yaml"))
     levels = [f"Level {n} ({w})" for n, w in enumerate(
@@ -84,9 +93,12 @@ def seed(db, rng: random.Random) -> None:
     competencies = [c.identifier for c in Competency.objects(framework="bench-class")]
     assert len(competencies) == STRANDS * (PER_STRAND + 1) == 40
     now = dt.datetime.now(dt.UTC)
-    members, mastery, evidence = [], [], []
+    members, progress, evidence = [], [], []
+    records = 0
     for i in range(LEARNERS):
         learner = f"Lbench{i:02d}"
+        leaves: dict[str, list] = {}
+        mastery: dict[str, dict] = {}
         user = f"{'http://bench'}|learner-{i}"
         members.append({"_id": f"{COURSE}|{user}", "course": COURSE, "user": user,
                         "learner": learner, "name": f"Learner {i:02d} Benchmark",
@@ -106,15 +118,20 @@ def seed(db, rng: random.Random) -> None:
                     "rule": "bench:rule", "points": float(rng.randint(1, 10)),
                     "source_type": "online_course", "timestamp": when,
                     "status": "accepted", "voided": False, "actions": []})
+                leaves.setdefault(cid, []).append(
+                    [_ms(when), len(evidence), evidence[-1]["points"], evidence[-1]["_id"]])
             # written by the mapper a little after its newest evidence arrived
-            mastery.append({"_id": f"{learner}|{cid}", "learner": learner, "competency": cid,
-                            "framework": "bench-class", "points": float(points),
-                            "level": levels[points - 1], "mastered": points >= 7,
-                            "method": "decaying_average",
-                            "evidence": [f"stmt-{i}-{cid}-{k}|{cid}|bench:rule"
-                                         for _, k in cell],
-                            "from_children": False,
-                            "updated_at": cell[-1][0] + dt.timedelta(seconds=2)})
+            mastery[cid] = {"points": float(points), "level": levels[points - 1],
+                            "mastered": points >= 7, "method": "decaying_average",
+                            "at": _ms(cell[-1][0] + dt.timedelta(seconds=2))}
+        records += len(mastery)
+        if mastery:
+            body = {"leaves": leaves, "mastery": mastery, "credits": {}}
+            progress.append({"_id": f"{learner}|bench-class", "learner": learner,
+                             "framework": "bench-class",
+                             "updated_at": EPOCH + dt.timedelta(milliseconds=max(
+                                 m["at"] for m in mastery.values())),
+                             "s": orjson.dumps(body, option=orjson.OPT_SORT_KEYS)})
         evidence.append({
             "_id": f"pending-{i}|{competencies[1]}|bench:review", "statement": f"pending-{i}",
             "seq": len(evidence) + 1, "learner": learner, "competency": competencies[1],
@@ -122,10 +139,10 @@ def seed(db, rng: random.Random) -> None:
             "source_type": "project", "timestamp": now, "status": "pending", "voided": False,
             "actions": []})
     db["lti_memberships"].insert_many(members)
-    db["mastery"].insert_many(mastery)
+    db[PROGRESS].insert_many(progress)
     db["evidence"].insert_many(evidence)
     print(f"seeded: {LEARNERS} learners, {len(competencies)} competencies, "
-          f"{len(mastery)} mastery records, {len(evidence)} evidence documents")
+          f"{records} mastery records, {len(evidence)} evidence documents")
 
 
 def teacher_session(http: requests.Session, login_url: str) -> str:

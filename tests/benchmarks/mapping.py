@@ -40,6 +40,7 @@ from mappings import catalog as catalog_module
 from mappings.frameworks import parse_yaml_framework, save_framework
 from mappings.identity import learner_id_for
 from mappings.models import RuleSet
+from mappings.records import PROGRESS, body_of, mastery_of
 from mappings.rules import load_ruleset
 from mappings.worker import WORKER_ID, Worker
 from masteryhub.embedded import EmbeddedServer, free_port
@@ -160,7 +161,7 @@ def freshness(data_dir: Path, uri: str, db, rng: random.Random) -> list[float]:
         session.headers.update({"Authorization": f"Basic {token}",
                                 "X-Experience-API-Version": "1.0.3",
                                 "Content-Type": "application/json"})
-        pending: dict[str, tuple[str, float]] = {}  # evidence id -> (mastery id, posted)
+        pending: dict[str, tuple[str, float]] = {}  # evidence id -> (progress id, posted)
         latencies: list[float] = []
         lock = threading.Lock()
         done = threading.Event()
@@ -170,13 +171,14 @@ def freshness(data_dir: Path, uri: str, db, rng: random.Random) -> list[float]:
                 with lock:
                     wanted = {m for m, _ in pending.values()}
                 if wanted:
-                    for doc in db["mastery"].find({"_id": {"$in": list(wanted)}},
-                                                  {"evidence": 1}):
+                    for doc in db[PROGRESS].find({"_id": {"$in": list(wanted)}}):
                         now = time.perf_counter()
+                        records = mastery_of(doc["learner"], doc["framework"], body_of(doc))
                         with lock:
-                            for e in doc["evidence"]:
-                                if e in pending:
-                                    latencies.append(now - pending.pop(e)[1])
+                            for m in records.values():
+                                for e in m["evidence"]:
+                                    if e in pending:
+                                        latencies.append(now - pending.pop(e)[1])
                 time.sleep(0.005)
 
         watcher = threading.Thread(target=watch, daemon=True)
@@ -190,7 +192,7 @@ def freshness(data_dir: Path, uri: str, db, rng: random.Random) -> list[float]:
             response = session.post(url + "/xapi/statements", data=orjson.dumps(stmt))
             assert response.status_code == 200, response.text
             with lock:
-                pending[key] = (f"{learner}|s{strand}-c0", time.perf_counter())
+                pending[key] = (f"{learner}|bench", time.perf_counter())
             time.sleep(max(0.0, 0.02 - (time.perf_counter() - started)))
         done.set()
         watcher.join(60)

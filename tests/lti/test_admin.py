@@ -475,7 +475,7 @@ def test_dry_run_shows_matching_rules_and_evidence_and_stores_nothing(client, wi
     assert re.search(r"quiz-alg-1-2</code></td><td>algebra-1-sample:\d+</td>\s*"
                      r"<td>no match: activity", text), text[text.find("checks"):][:1500]
     assert "ALG.1.1" in text and "MATCH    algebra-1-sample:quiz-alg-1-1" in text
-    for name in ("statements", "evidence", "mastery"):
+    for name in ("statements", "evidence", "progress"):
         assert db[name].count_documents({}) == 0
 
     bad = client.post("/admin/rules/dry-run", data={"csrf_token": token,

@@ -17,10 +17,13 @@ from werkzeug.wrappers import Request, Response
 from lti_tool import grades, services
 from lti_tool.models import Course, Platform
 from lti_tool.sync import FAILURES, GradeSync
+from mappings import records
 
 COURSE = "demo|algebra-1-cbe"
 ALG_1_1 = "alg1-1-1"
-CREDIT = "credit:algebra-1-cbe-credit"
+ALG_1_2 = "alg1-1-2"
+RULE = "algebra-1-cbe-credit"
+CREDIT = "credit:" + RULE
 T0 = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
@@ -81,6 +84,13 @@ def score(db, resource_id: str, user: str = "demo-learner-ana") -> dict | None:
                                        "userId": user})
 
 
+def learner_of(db, competency: str) -> str:
+    """The learner with evidence on the competency (the tests give one learner evidence)."""
+    learners = db["evidence"].distinct("learner", {"competency": competency})
+    assert len(learners) == 1, learners
+    return learners[0]
+
+
 def test_mastery_and_credit_reach_the_gradebook(course, lti_app, db, quiz, post_statements,
                                                 run_mapper):
     post_statements(quiz("ana@school.example.edu", "ALG.1.1", 0.9,
@@ -90,8 +100,9 @@ def test_mastery_and_credit_reach_the_gradebook(course, lti_app, db, quiz, post_
     with lti_app.app_context():
         sync = GradeSync(db, name="test", clock=clock)
         result = sync.run_once()
-    mastery = db["mastery"].find_one({"competency": ALG_1_1})
-    credit = db["credits"].find_one()
+    ana = learner_of(db, ALG_1_1)
+    mastery = records.mastery_one(db, ana, ALG_1_1)
+    credit = records.credit_one(db, ana, RULE)
     assert not result.failed, result.failed
     posted = {r for _, _, r, _ in result.posted}
     assert {ALG_1_1, CREDIT} <= posted
@@ -129,7 +140,7 @@ def test_mastery_and_credit_reach_the_gradebook(course, lti_app, db, quiz, post_
     run_mapper()
     with lti_app.app_context():
         third = sync.run_once()
-    mastery = db["mastery"].find_one({"competency": ALG_1_1})
+    mastery = records.mastery_one(db, ana, ALG_1_1)
     assert ALG_1_1 in {r for _, _, r, _ in third.posted}
     second = score(db, ALG_1_1)
     assert second["scoreGiven"] == pytest.approx(mastery["points"]) != first["scoreGiven"]
@@ -355,28 +366,65 @@ def test_one_process_posts_at_a_time(lti_app, db):
 
 
 def test_changes_are_read_page_by_page_without_skipping_shared_stamps(db, monkeypatch):
-    """Many records share a stamp (millisecond resolution, batch writes): paging by the
-    stamp alone must neither skip nor repeat any of them."""
+    """Many progress documents share a stamp (millisecond resolution, batch writes): paging
+    by the stamp alone must neither skip nor repeat any of them."""
     from lti_tool import sync as sync_module
 
     monkeypatch.setattr(sync_module, "PAGE", 3)
     t = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     stamps = [t] * 7 + [t + dt.timedelta(milliseconds=1)] * 2 + [t + dt.timedelta(seconds=1)]
-    db["mastery"].insert_many([{"_id": f"m{i:02d}", "learner": "L", "competency": f"c{i}",
-                                "updated_at": s} for i, s in enumerate(stamps)])
+    db[records.PROGRESS].insert_many([
+        {"_id": f"L{i:02d}|f", "learner": f"L{i:02d}", "framework": "f", "updated_at": s,
+         "s": b"{}"} for i, s in enumerate(stamps)])
     reader = sync_module.GradeSync(db, overlap=dt.timedelta(0))
-    docs, newest, _ = reader._read_changes("mastery", None, [], budget=100)
-    assert sorted(d["_id"] for d in docs) == [f"m{i:02d}" for i in range(10)]
+    docs, newest, _ = reader._read_changes(records.PROGRESS, None, [], budget=100)
+    assert sorted(d["_id"] for d in docs) == [f"L{i:02d}|f" for i in range(10)]
     assert len(docs) == 10 and newest == stamps[-1]
+    assert all(d["s"] == b"{}" and d["framework"] == "f" for d in docs)  # for changed_in
+
+
+def test_only_the_changed_records_of_a_progress_document_are_queued(
+        course, lti_app, db, quiz, post_statements, run_mapper):
+    """A progress document holds all of a learner's records of a framework and is rewritten
+    whole; the sync queues only the records in it stamped since its last read. Cursors of
+    an older version (following the mastery and credits collections) are ignored."""
+    from lti_tool import sync as sync_module
+
+    future = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    db[sync_module.STATE].insert_one({"_id": sync_module.STATE_ID,
+                                      "cursors": {"mastery": future, "credits": future}})
+    post_statements(quiz("ana@school.example.edu", "ALG.1.1", 0.9, when="2030-01-01T09:00:00Z"),
+                    quiz("ana@school.example.edu", "ALG.1.2", 0.5, when="2030-01-01T09:00:00Z"))
+    run_mapper()
+    sync = GradeSync(db, name="test", clock=Clock(), overlap=dt.timedelta(0))
+    with lti_app.app_context():
+        first = sync.run_once()
+    assert {ALG_1_1, ALG_1_2, CREDIT} <= {r for _, _, r, _ in first.posted}
+    with lti_app.app_context():
+        sync.run_once()  # the memberships the first pass imported (the roster)
+    assert db[grades.QUEUE].count_documents({}) == 0
+    cursors = db[sync_module.STATE].find_one({"_id": sync_module.STATE_ID})["cursors"]
+    assert set(cursors) == {"progress", "members"}
+
+    ana = learner_of(db, ALG_1_2)
+    before = records.mastery_one(db, ana, ALG_1_1)
+    post_statements(quiz("ana@school.example.edu", "ALG.1.2", 0.95,
+                         when="2030-01-01T10:00:00Z", n=1))
+    run_mapper()
+    assert records.mastery_one(db, ana, ALG_1_1) == before  # same document, record as was
+    with lti_app.app_context():
+        assert sync.detect_changes(sync.acquire()) > 0
+    queued = {d["resource"] for d in db[grades.QUEUE].find()}
+    assert ALG_1_2 in queued and ALG_1_1 not in queued
 
 
 def test_without_a_gradebook_course_changes_are_not_read(db):
     from lti_tool import sync as sync_module
 
-    db["mastery"].insert_one({"_id": "m", "learner": "L", "competency": "c",
-                              "updated_at": dt.datetime.now(dt.UTC)})
+    db[records.PROGRESS].insert_one({"_id": "L|f", "learner": "L", "framework": "f",
+                                     "updated_at": dt.datetime.now(dt.UTC), "s": b"{}"})
     reader = sync_module.GradeSync(db)
     state = reader.acquire()
     assert reader.detect_changes(state) == 0
     cursors = db[sync_module.STATE].find_one({"_id": sync_module.STATE_ID})["cursors"]
-    assert set(cursors) == {"mastery", "credits", "members"}
+    assert set(cursors) == {"progress", "members"}

@@ -18,6 +18,7 @@ import requests
 
 from lti_tool import roster
 from lti_tool.models import Membership
+from mappings import records
 from mappings.models import Competency
 
 COURSE = "demo|algebra-1-cbe"
@@ -309,8 +310,7 @@ def decide(klass, evidence: str, action: str, **form) -> requests.Response:
 
 
 def mastery(klass, learner: str, code: str) -> dict:
-    return klass.db["mastery"].find_one({"learner": learner,
-                                         "competency": klass.codes[code]}) or {}
+    return records.mastery_one(klass.db, learner, klass.codes[code]) or {}
 
 
 def test_approve_counts_the_evidence_and_is_audited(klass, run_mapper):

@@ -14,9 +14,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
-from mappings import models
+from mappings import models, records
 from mappings.frameworks import (
     EXTENSION_KEY,
     FrameworkError,
@@ -550,7 +551,12 @@ def test_reimport_updates_in_place_and_keeps_evidence(app, db) -> None:
     save_framework(parse_yaml_framework(GOOD_YAML, filename="tiny.yaml"))
     db.evidence.insert_one({"_id": "stmt-1|t-1-2|rules:r1", "competency": "t-1-2",
                             "learner": "ana", "points": 3})
-    db.mastery.insert_one({"_id": "ana|t-1-2", "competency": "t-1-2", "points": 3})
+    body = {"leaves": {"t-1-2": [[0, 1, 3, "stmt-1|t-1-2|rules:r1"]]},
+            "mastery": {"t-1-2": {"points": 3, "level": "Proficient", "mastered": True,
+                                  "method": "most_recent", "at": 0}},
+            "credits": {}}
+    db.progress.insert_one({"_id": "ana|tiny", "learner": "ana", "framework": "tiny",
+                            "updated_at": dt.datetime(2026, 9, 1), "s": orjson.dumps(body)})
 
     revised = parse_yaml_framework(_revised_yaml(), filename="tiny.yaml")
     framework = save_framework(revised)
@@ -564,7 +570,9 @@ def test_reimport_updates_in_place_and_keeps_evidence(app, db) -> None:
     # The dropped competency is kept, and its learners' records are untouched.
     assert models.Competency.objects.get(identifier="t-1-2").statement == "Second skill"
     assert db.evidence.find_one({"_id": "stmt-1|t-1-2|rules:r1"})["points"] == 3
-    assert db.mastery.count_documents({}) == 1
+    assert db.progress.count_documents({}) == 1
+    kept = records.mastery_one(db, "ana", "t-1-2")
+    assert kept["points"] == 3 and kept["evidence"] == ["stmt-1|t-1-2|rules:r1"]
     assert any("'t-1-2'" in w and "kept" in w for w in revised.warnings)
     credit = models.CreditRule.objects.get(identifier="tiny-credit")
     assert credit.competencies == ["t-1-3", "t-1-1"]  # "all" = the current leaves

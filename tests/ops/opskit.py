@@ -175,10 +175,14 @@ def load_sample_catalog() -> None:
 
 def snapshot(db) -> dict:
     """Derived state that must not depend on how (or by how many workers) it was made."""
+    from mappings import records
+
+    held = records.load(db, db["progress"].distinct("learner")).values()
     mastery = {d["_id"]: (d.get("points"), d.get("level"), d.get("mastered"),
-                          sorted(d.get("evidence", []))) for d in db["mastery"].find()}
+                          sorted(d.get("evidence", [])))
+               for h in held for d in h.mastery.values()}
     credits = {d["_id"]: (d["status"], sorted(d["mastered"]), d["percent"], d.get("awarded_at"))
-               for d in db["credits"].find()}
+               for h in held for d in h.credits.values()}
     evidence = {d["_id"]: (d["points"], d["status"], bool(d.get("voided")),
                            [(a["action"], a.get("points")) for a in d.get("actions", [])])
                 for d in db["evidence"].find()}
