@@ -5,25 +5,28 @@ document read or written costs a fraction of a millisecond. So a batch reads wit
 chunked query per collection and writes with one bulk write per collection, and a learner
 touched by many statements of a batch is recomputed once.
 
-Why a per-learner engine state (``mapping_state``): recomputing a learner's levels needs the
-accepted scores of every competency involved (a roll-up needs its siblings, a credit all of
-its competencies). Reading them back from ``evidence`` cost more than everything else
-together. The state keeps, per learner and framework, the accepted scores of each competency
-in one binary field (one cheap read and write per learner and batch); the new evidence of a
-batch is merged into it in memory. ``evidence`` stays the record of truth: whenever the state
-might be behind it -- evidence seen before (a retried batch), voiding, a teacher's decision,
-a merge, a missing state -- the pairs concerned are read from ``evidence`` instead.
+Why one progress document per learner and framework (``progress``, see
+``mappings.models.Progress``): recomputing a learner's levels needs the accepted scores of
+every competency involved (a roll-up needs its siblings, a credit all of its competencies),
+and writing each mastery record and credit as its own document cost more than everything
+else together. The document keeps the scores of each competency, the mastery records and
+the credits in one binary body: one read and one write per learner and batch; the new
+evidence of a batch is merged into the scores in memory. ``evidence`` stays the record of
+truth: whenever the scores might be behind it -- evidence seen before (a retried batch),
+voiding, a teacher's decision, a merge, no progress stored -- the pairs concerned are read
+from ``evidence`` instead.
 
 Why everything is a pure function of the accepted evidence: a derived record that is the
 same whether it is computed once, twice, after a crash or by `recompute` is what
-idempotency needs. The state is written after the records it describes, so a crash between
-the two leaves a state that is behind, and the retried batch (its evidence now already
-stored) reads those pairs from ``evidence``.
+idempotency needs. Progress is written after the evidence it counts, so a crash between the
+two leaves progress that is behind, and the retried batch (its evidence now already stored)
+reads those pairs from ``evidence``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -235,7 +238,11 @@ def _compact(doc: dict) -> dict:
     (it is the ids of the leaf's counted scores, or the union of the children's), see
     :mod:`mappings.records`."""
     out = {"points": doc["points"], "level": doc["level"], "mastered": doc["mastered"],
-           "method": doc["method"]}
+           "method": doc["method"],
+           # Which evidence it stands on, in short: new evidence that leaves the level as
+           # it was still changes the record (and its stamp; the class view's "newest
+           # evidence" relies on a cell's stamp being at least its newest evidence's).
+           "ev": hashlib.blake2b(orjson.dumps(doc["evidence"]), digest_size=6).hexdigest()}
     if doc["from_children"]:
         out["children"] = [[c, p, m] for c, p, m, _ in doc["children"]]
     return out

@@ -203,7 +203,8 @@ class Progress(me.Document):
     # When any record in it last changed: followers (the LMS grade sync) read by it.
     updated_at = me.DateTimeField(required=True)
     # orjson of {"leaves": {competency: [[timestamp ms, seq, points, evidence id], ...]},
-    #            "mastery": {competency: {points, level, mastered, method, children?, at}},
+    #            "mastery": {competency: {points, level, mastered, method, children?,
+    #                                     ev (digest of its evidence ids), at}},
     #            "credits": {rule: {status, mastered, missing, percent, awarded_at,
     #                               revoked_at, transitions, at}}}; times in ms since 1970.
     s = me.BinaryField(required=True)

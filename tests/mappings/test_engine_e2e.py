@@ -176,6 +176,26 @@ def test_levels_follow_the_calculation_method_and_roll_up(client, xapi_headers, 
     assert parent["mastered"] is True
 
 
+def test_new_evidence_that_keeps_the_level_still_restamps_the_record(
+        client, xapi_headers, db, catalog):
+    """A cell's stamp is never older than its newest evidence (the class view finds a
+    learner's newest evidence by it), even when that evidence leaves the level as it was."""
+    email = "cleo@school.example.edu"
+    post(client, xapi_headers, [quiz(email, "ALG.2.1", 0.9, n=1)])
+    drain(db)
+    learner = learner_of(db, email)
+    before = mastery_of(db, learner, "alg1-2-1")
+    time.sleep(0.01)
+    post(client, xapi_headers, [quiz(email, "ALG.2.1", 0.9, n=2)])
+    drain(db)
+    after = mastery_of(db, learner, "alg1-2-1")
+    assert (after["points"], after["level"]) == (before["points"], before["level"])
+    assert len(after["evidence"]) == 2 and after["updated_at"] > before["updated_at"]
+    newest = max(e["timestamp"] for e in db["evidence"].find({"learner": learner}))
+    stamped = db["progress"].find_one({"learner": learner})["updated_at"]
+    assert after["updated_at"] == stamped and stamped >= newest.replace(microsecond=0)
+
+
 def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog, app):
     from mappings.review import decide
 
