@@ -9,6 +9,7 @@ their own session checks.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from functools import wraps
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -16,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from lrs.auth import authenticate
 from lrs.errors import XAPIError
 from lrs.web import error_response
+from mappings import evidence as evidence_store
 from mappings import records, review
 from mappings.models import Competency, CreditRule, Framework, Learner
 from mappings.worker import worker_status_of
@@ -130,15 +132,26 @@ def evidence() -> Response:
     for key in ("framework", "learner", "competency"):
         if request.args.get(key):
             query[key] = request.args[key]
-    if status != "pending" and "learner" not in query and "framework" not in query:
-        return _error(400, f"listing {status} evidence needs a learner or framework filter")
+    if status != "pending" and "learner" not in query:
+        # Evidence is stored by learner; all of a framework's would be a whole-collection read.
+        return _error(400, f"listing {status} evidence needs a learner filter")
     try:
         limit = min(int(request.args.get("limit", "100")), 500)
     except ValueError:
         return _error(400, "limit must be a whole number")
     if limit < 1:
         return _error(400, "limit must be at least 1")
-    docs = list(_db()["evidence"].find(query).sort([("timestamp", -1)]).limit(limit))
+    db = _db()
+    if "learner" in query:  # the learner's evidence buckets
+        found = evidence_store.of_learners(
+            db, [query["learner"]], [query["competency"]] if "competency" in query else None)
+    else:  # pending: the buckets' pending index
+        found = evidence_store.pending(db, [query["framework"]] if "framework" in query
+                                       else None)
+    # Newest first (ties by id, for a stable page), at most ``limit``.
+    docs = heapq.nlargest(limit, (r for r in found
+                                  if all(r.get(k) == v for k, v in query.items())),
+                          key=lambda r: (r["timestamp"], r["_id"]))
     return jsonify(_json(docs))
 
 

@@ -34,7 +34,7 @@ from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course
 from lti_tool.services import ServiceError
 from mappings import catalog as catalog_module
-from mappings import records
+from mappings import evidence, records
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +142,9 @@ def _mastery_score(db: Database, target: Target, learner: str | None,
                   "comment": (level or f"{points:g} points") +
                   (" — mastered" if m.get("mastered") else "")}
         return value
-    pending = bool(learner) and db["evidence"].find_one(
-        {"learner": learner, "competency": target.ref, "status": "pending",
-         "voided": False}, {"_id": 1}) is not None
+    pending = bool(learner) and any(
+        e["status"] == "pending" and e.get("voided") is False
+        for e in evidence.of_learners(db, [learner], [target.ref]))
     if pending:
         return value | {"activityProgress": "InProgress", "gradingProgress": "Pending",
                         "comment": "Evidence awaiting a teacher's review"}

@@ -34,6 +34,7 @@ from lti_tool.courses import Scope, scope_of
 from lti_tool.models import Course, LaunchSession, Membership
 from lti_tool.web import error_page, launched, server_timing
 from mappings import calculation, progress, self_report
+from mappings import evidence as evidence_store
 from mappings import records as derived
 from mappings import review as decisions
 from mappings.models import CreditRule, Learner, utcnow
@@ -159,8 +160,9 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
     """Everything about the course's learners in a few queries whose size is bounded by the
     class (learners x competencies), never by the whole evidence collection: memberships,
     the course's competencies, one read of the learners' mastery and credit records, the
-    pending evidence (by its status index) and a handful of evidence records by id for the
-    dates. ``cell_dates``: also each cell's newest evidence date (the CSV export)."""
+    pending evidence (by the evidence buckets' pending index) and a handful of evidence
+    records by id for the dates. ``cell_dates``: also each cell's newest evidence date (the
+    CSV export)."""
     course = _course(session)
     scope = scope_of(course)
     members = _members(session)
@@ -182,13 +184,12 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
         if cid in wanted_set and m["framework"] in frameworks}
     pending: dict[str, int] = defaultdict(int)
     if ids and by_id:
-        # By the (status, framework) index: pending evidence is few. Asking for the
-        # class's learners instead reads every piece of their evidence (learner index),
-        # which measured slower by far (class view p95 157 ms -> 337 ms).
+        # By the buckets' pending index (the frameworks a bucket has pending records in):
+        # pending evidence is few. Asking for the class's learners instead reads every
+        # piece of their evidence (learner index), which measured slower by far (class
+        # view p95 157 ms -> 337 ms, when evidence was one document per record).
         learners = set(ids)
-        for e in db["evidence"].find(
-                {"status": "pending", "framework": {"$in": scope.frameworks}},
-                {"learner": 1, "competency": 1, "voided": 1}):
+        for e in evidence_store.pending(db, scope.frameworks):
             if e["learner"] in learners and e["competency"] in by_id and not e.get("voided"):
                 pending[e["learner"]] += 1
     stored_credits = {(learner, rid): c for learner, found in by_learner.items()
@@ -225,51 +226,25 @@ def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> Class
                 list(done.missing_required)))
         lines.append(LearnerLine(m.learner, m.name or m.email or m.user, m.email, cells,
                                  credit_list, None, pending[m.learner]))
-    _newest_evidence(db, lines, records, cell_dates=cell_dates)
+    _newest_evidence(lines, records, cell_dates=cell_dates)
     return ClassData(course, scope, rows, lines, rules)
 
 
-def _newest_evidence(db, lines: list[LearnerLine], records: dict[tuple[str, str], dict], *,
+def _newest_evidence(lines: list[LearnerLine], records: dict[tuple[str, str], dict], *,
                      cell_dates: bool) -> None:
     """Set each learner's newest accepted evidence time (and, with ``cell_dates``, each
-    cell's), reading only the newest evidence record of a few cells.
-
-    A mastery record is written after the evidence it lists, so no evidence in a cell is
-    newer than the cell's ``updated_at``. Per learner: read the newest evidence of the cell
-    written last (time T), then that of any other cell written at or after T; the newest of
-    those is the learner's newest evidence. Two reads of about one record per learner."""
-    newest: dict[str, tuple[str, str]] = {}  # evidence id -> (learner, competency)
-    for (learner, cid), m in records.items():
-        if not m.get("from_children") and m.get("evidence"):
-            newest[m["evidence"][-1]] = (learner, cid)
-    if not newest:
-        return
+    cell's): each leaf's mastery record knows the time of the newest evidence it counts
+    (``evidence_at``, mappings.records), so no evidence is read."""
     by_line = {line.learner: line for line in lines}
-
-    def read(evidence_ids) -> None:
-        for e in db["evidence"].find({"_id": {"$in": sorted(evidence_ids)}},
-                                     {"timestamp": 1}):
-            learner, cid = newest[e["_id"]]
-            line, when = by_line[learner], _aware(e["timestamp"])
+    for (learner, cid), m in records.items():
+        when = _aware(m.get("evidence_at"))
+        if m.get("from_children") or when is None or learner not in by_line:
+            continue
+        line = by_line[learner]
+        if cell_dates:
             line.cells[cid].last = when
-            if line.last is None or when > line.last:
-                line.last = when
-
-    if cell_dates:
-        read(newest)
-        return
-    written: dict[str, list[tuple[dt.datetime, str]]] = defaultdict(list)
-    for eid, (learner, cid) in newest.items():
-        stamp = _aware(records[(learner, cid)].get("updated_at")) or dt.datetime.min.replace(
-            tzinfo=dt.UTC)
-        written[learner].append((stamp, eid))
-    for cells in written.values():
-        cells.sort(reverse=True)
-    read(cells[0][1] for cells in written.values())
-    more = [eid for learner, cells in written.items() for stamp, eid in cells[1:]
-            if by_line[learner].last is not None and stamp >= by_line[learner].last]
-    if more:
-        read(more)
+        if line.last is None or when > line.last:
+            line.last = when
 
 
 # -- who needs support -----------------------------------------------------------------------
@@ -531,13 +506,18 @@ def _statement_view(stmt: dict | None) -> dict:
     }
 
 
-def _pending(db, session: LaunchSession, learners: list[str], competencies: list[str]
+def _pending(db, session: LaunchSession, scope: Scope, learners: list[str]
              ) -> tuple[list[dict], int]:
-    query = {"status": "pending", "voided": {"$ne": True}, "learner": {"$in": learners},
-             "competency": {"$in": competencies}}
-    if not learners or not competencies:
+    """The course's pending, non-voided evidence of these learners, oldest first (at most
+    REVIEW_LIMIT) with the statements and files behind it, and how many there are in all.
+    Found by the evidence buckets' pending index, as the class view counts them."""
+    if not learners or not scope.competencies:
         return [], 0
-    items = list(db["evidence"].find(query, {"actions": 0}))
+    wanted_learners, wanted_competencies = set(learners), set(scope.competencies)
+    items = [{k: v for k, v in e.items() if k != "actions"}
+             for e in evidence_store.pending(db, scope.frameworks)
+             if e["learner"] in wanted_learners and e["competency"] in wanted_competencies
+             and not e.get("voided")]
     total = len(items)
     items.sort(key=lambda e: (_aware(e["timestamp"]), e["_id"]))
     items = items[:REVIEW_LIMIT]
@@ -566,10 +546,10 @@ def review(session: LaunchSession):
     members = _members(session)
     scope = scope_of(_course(session))
     rows, _ = progress.competency_rows(scope.competencies)
-    items, total = _pending(db, session, [m.learner for m in members], scope.competencies)
+    items, total = _pending(db, session, scope, [m.learner for m in members])
     decided = None
     if request.args.get("decided"):
-        evidence = db["evidence"].find_one({"_id": request.args["decided"]})
+        evidence = evidence_store.get(db, request.args["decided"])
         if evidence is not None and evidence["learner"] in {m.learner for m in members} \
                 and evidence.get("actions"):
             mastery = derived.mastery_one(db, evidence["learner"],
@@ -592,7 +572,7 @@ def decide(session: LaunchSession):
     action = form.get("action") or ""
     comment = (form.get("comment") or "").strip() or None
     db = get_db()
-    evidence = db["evidence"].find_one({"_id": evidence_id}) if evidence_id else None
+    evidence = evidence_store.get(db, evidence_id) if evidence_id else None
     learners = {m.learner for m in _members(session)}
     scope = scope_of(_course(session))
     if evidence is None or evidence["learner"] not in learners or \

@@ -294,11 +294,13 @@ def evidence() -> None:
 @click.option("--framework")
 @click.pass_context
 def evidence_pending(ctx: click.Context, framework: str | None) -> None:
-    query: dict = {"status": "pending", "voided": False}
-    if framework:
-        query["framework"] = framework
+    from mappings import evidence as evidence_store
+
     with _db(ctx) as db:
-        for e in db["evidence"].find(query).sort("timestamp", 1).limit(500):
+        waiting = [e for e in evidence_store.pending(db, [framework] if framework else None)
+                   if e.get("voided") is False]
+        waiting.sort(key=lambda e: (e["timestamp"], e["_id"]))
+        for e in waiting[:500]:
             click.echo(f"{e['_id']}  {e['learner']}  {e['competency']}  "
                        f"{e['points']}  {e['source_type']}  {e['timestamp']:%Y-%m-%d}")
 

@@ -44,7 +44,9 @@ from lrs.jsonio import loads_json
 from lrs.keys import VOIDED_VERB, ifi
 from lrs.store import STATEMENTS
 from mappings import calculation, self_report
+from mappings import evidence as evidence_store
 from mappings.catalog import Catalog
+from mappings.evidence import evidence_id
 from mappings.identity import IdentityCache
 from mappings.models import utcnow
 from mappings.records import PROGRESS
@@ -66,10 +68,6 @@ def _find_by_ids(collection, ids: Sequence[str], projection: dict | None = None,
     """Documents by _id in chunks."""
     for i in range(0, len(ids), chunk):
         yield from collection.find({"_id": {"$in": list(ids[i:i + chunk])}}, projection)
-
-
-def evidence_id(statement: str, learner: str, competency: str, rule: str) -> str:
-    return f"{statement}|{learner}|{competency}|{rule}"
 
 
 def progress_id(learner: str, framework: str) -> str:
@@ -155,6 +153,22 @@ class _Scale:
             if points >= level_points - 1e-9:
                 return name
         return None
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A credit rule as plain values, read once per catalog (see _Scale)."""
+
+    identifier: str
+    framework: str
+    competencies: tuple[str, ...]
+    required: tuple[str, ...]
+    min_percent: float
+
+    @classmethod
+    def of(cls, rule) -> _Rule:
+        return cls(rule.identifier, rule.framework, tuple(rule.competencies),
+                   tuple(rule.required or ()), rule.min_percent)
 
 
 @dataclass(frozen=True)
@@ -323,7 +337,6 @@ class Engine:
         self.guard = guard
         self.db = db
         self.catalog = catalog
-        self.evidence = db["evidence"]
         self.audit = db["audit"]
         self.progress = db[PROGRESS]
         self.statements = db[STATEMENTS]
@@ -338,6 +351,10 @@ class Engine:
         # Where each credit is stored: with its rule's framework.
         self._credit_framework = {rule.identifier: rule.framework
                                   for rule in catalog.credit_rules}
+        self._rules = {rule.identifier: _Rule.of(rule) for rule in catalog.credit_rules}
+        self._rules_by_competency = {
+            c: [self._rules[rule.identifier] for rule in rules]
+            for c, rules in catalog.credits_by_competency.items()}
 
     def meta(self, competency: str) -> _Meta:
         meta = self._meta.get(competency)
@@ -420,13 +437,16 @@ class Engine:
         find evidence stored before (a retried batch, whose records may hold a teacher's
         decision), they are computed again from what is stored."""
         result = BatchResult()
+        docs = list(docs)
+        # Names the batch's evidence buckets: the same statements give the same buckets.
+        batch = min((d["_id"] for d in docs), default=0)
         ops, voided_targets, _ = self._evidence_of(docs, result)
         result.evidence = len(ops)
         new: dict[Pair, list[dict]] = defaultdict(list)
         for op in ops:
             new[(op["learner"], op["competency"])].append(op)
         if voided_targets or not ops:
-            stale = self._write_evidence(ops) if ops else set()
+            stale = self._write_evidence(ops, batch) if ops else set()
             if voided_targets:
                 retracted = self._retract(voided_targets)
                 result.retracted = len(retracted)
@@ -436,7 +456,7 @@ class Engine:
             return result
         gathered = self._gather(result.pairs, new=new, stale=set())
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence") as pool:
-            inserted = pool.submit(self._write_evidence, ops)
+            inserted = pool.submit(self._write_evidence, ops, batch)
             try:
                 plan = self._derive(*gathered)
             finally:
@@ -468,7 +488,8 @@ class Engine:
         existing = {e["_id"]: e for e in self._evidence_of_statements(
             [(d["sid"], loads_json(d["j"]).get("actor")) for d in mapped])}
         changed: set[str] = set()
-        inserts, writes = [], []
+        inserts = []
+        updates: dict[str, tuple[str | None, dict, set[str]]] = {}  # id -> (status, set, unset)
         now = utcnow()
         for key, op in wanted.items():
             e = existing.get(key)
@@ -479,32 +500,37 @@ class Engine:
             update = {k: v for k, v in op.items()
                       if k not in _KEPT and _plain(e.get(k)) != _plain(v)}
             decided = bool(e.get("actions"))
-            op_filter = {"_id": key, "status": e.get("status")}
-            change: dict = {}
+            unset: set[str] = set()
             if e.get("status") == SUPERSEDED:
                 update["status"] = (e.get("superseded_status") if decided else None) \
                     or op["status"]
-                change["$unset"] = {"superseded_status": "", "superseded_at": ""}
+                unset = {"superseded_status", "superseded_at"}
             elif e.get("status") != op["status"] and not decided:
                 update["status"] = op["status"]
-            if update:
-                change["$set"] = update
-            if change:
-                writes.append(pymongo.UpdateOne(op_filter, change))
-                changed.add(op["learner"])
+            if update or unset:
+                updates[key] = (e.get("status"), update, unset)
         for key, e in existing.items():
             if key not in wanted and e.get("status") != SUPERSEDED:
-                # Conditional on the status read: a teacher's decision made meanwhile wins
-                # (the evidence is superseded by the next recompute instead).
-                writes.append(pymongo.UpdateOne(
-                    {"_id": key, "status": e.get("status")},
-                    {"$set": {"status": SUPERSEDED, "superseded_status": e.get("status"),
-                              "superseded_at": now}}))
-                changed.add(e["learner"])
+                updates[key] = (e.get("status"), {
+                    "status": SUPERSEDED, "superseded_status": e.get("status"),
+                    "superseded_at": now}, set())
         if inserts:
-            changed |= {lr for lr, _ in self._write_evidence(inserts)}
-        if writes:
-            self.evidence.bulk_write(writes, ordered=False)
+            batch = min(d["_id"] for d in docs)
+            changed |= {lr for lr, _ in self._write_evidence(inserts, batch, "r")}
+        if updates:
+            def apply(record: dict) -> dict | None:
+                status, update, unset = updates[record["_id"]]
+                if record.get("status") != status:
+                    # A teacher's decision made meanwhile wins (the evidence is
+                    # superseded by the next recompute instead).
+                    return None
+                out = {k: v for k, v in record.items() if k not in unset}
+                out.update(update)
+                return out
+
+            learners = {existing[k]["learner"] for k in updates}
+            changed |= {after["learner"] for _, after in evidence_store.change(
+                self.db, learners, apply, ids=updates)}
         if voided_targets:
             retracted = self._retract(voided_targets, only_new=True)
             changed |= {lr for lr, _ in retracted}
@@ -526,18 +552,14 @@ class Engine:
         states = self._read_stored(wanted)
         for lr in learners:
             states[lr].leaves = {}
-        for i in range(0, len(learners), CHUNK):
-            for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
-                                        {"learner": 1, "competency": 1, "timestamp": 1,
-                                         "seq": 1, "points": 1, "actions": 1, "status": 1,
-                                         "voided": 1}):
-                competency = e["competency"]
-                if e.get("status") == SUPERSEDED or competency not in catalog.competencies:
-                    continue
-                scores = states[e["learner"]].leaves.setdefault(competency, [])
-                if (score := _score_of(e)) is not None:
-                    scores.append(score)
-        rules = {r.identifier: r for r in catalog.credit_rules}
+        for e in evidence_store.of_learners(self.db, learners):
+            competency = e["competency"]
+            if e.get("status") == SUPERSEDED or competency not in catalog.competencies:
+                continue
+            scores = states[e["learner"]].leaves.setdefault(competency, [])
+            if (score := _score_of(e)) is not None:
+                scores.append(score)
+        rules = self._rules
         affected: set[Pair] = set()
         touched: dict[tuple[str, str], object] = {}
         for lr in learners:
@@ -551,7 +573,7 @@ class Engine:
                     if rule_id in rules:
                         touched[(lr, rule_id)] = rules[rule_id]
         for lr, c in affected:
-            for rule in catalog.credits_by_competency.get(c, ()):
+            for rule in self._rules_by_competency.get(c, ()):
                 touched[(lr, rule.identifier)] = rule
         return self._commit(self._derive(states, affected, touched, wanted, replace=True))
 
@@ -563,59 +585,57 @@ class Engine:
             {"$set": {"kind": kind, "subject": subject, "error": f"{type(exc).__name__}: {exc}",
                       "at": utcnow()}}, upsert=True)
 
-    def _write_evidence(self, docs: list[dict]) -> set[Pair]:
-        """Insert new evidence; evidence seen before (re-processing after a crash, or a
-        recompute) is updated instead, keeping its status and the teacher's decisions.
-        Why not upsert everything: an insert costs SecantusDB half what an upsert does,
-        and evidence is nearly always new. Returns the pairs that had evidence seen
-        before: what is stored for them is what counts, so they are read back."""
-        seen = _insert_new(self.evidence, docs)
+    def _write_evidence(self, docs: list[dict], batch: int, suffix: str = "") -> set[Pair]:
+        """Insert new evidence (``mappings.evidence``: one bucket per learner and batch);
+        evidence seen before (re-processing after a crash, or a recompute) is updated
+        instead, keeping its status and the teacher's decisions. Returns the pairs that had
+        evidence seen before: what is stored for them is what counts, so they are read
+        back."""
+        seen = evidence_store.insert(self.db, docs, batch=batch, suffix=suffix)
         if not seen:
             return set()
-        self.evidence.bulk_write([
-            pymongo.UpdateOne({"_id": d["_id"]},
-                              {"$set": {k: v for k, v in d.items() if k not in _KEPT}})
-            for d in seen], ordered=False)
+        ours = {d["_id"]: d for d in docs}
+        stale = {e["_id"]: {k: v for k, v in ours[e["_id"]].items()
+                            if k not in _KEPT and _plain(e.get(k)) != _plain(v)}
+                 for e in seen}
+        stale = {k: v for k, v in stale.items() if v}
+        if stale:
+            evidence_store.change(self.db, {ours[k]["learner"] for k in stale},
+                                  lambda r: dict(r, **stale[r["_id"]]), ids=stale)
         return {(d["learner"], d["competency"]) for d in seen}
 
-    def _evidence_of_statements(self, statements: list[tuple[str, dict | None]],
-                                projection: dict | None = None) -> list[dict]:
+    def _evidence_of_statements(self, statements: list[tuple[str, dict | None]]
+                                ) -> list[dict]:
         """The evidence of these statements (id, actor if known), found through their
-        learners: evidence is indexed by learner only (each index slows every insert)."""
+        learners: evidence is stored and indexed by learner."""
         actors = {sid: actor for sid, actor in statements if actor}
         unknown = sorted({sid for sid, actor in statements if not actor})
         for i in range(0, len(unknown), CHUNK):
             for doc in self.statements.find({"sid": {"$in": unknown[i:i + CHUNK]}},
                                             {"sid": 1, "j": 1}):
                 actors[doc["sid"]] = loads_json(doc["j"]).get("actor") or {}
-        by_learner: dict[str, set[str]] = defaultdict(set)
+        wanted: set[tuple[str, str]] = set()
         for sid, actor in actors.items():
-            for learner in self.identities.known_learners_of(actor):
-                by_learner[learner].add(sid)
-        found = []
-        learners = sorted(by_learner)
-        for i in range(0, len(learners), CHUNK):
-            chunk = learners[i:i + CHUNK]
-            sids = sorted({sid for lr in chunk for sid in by_learner[lr]})
-            for e in self.evidence.find({"learner": {"$in": chunk}, "statement": {"$in": sids}},
-                                        projection):
-                found.append(e)
-        return found
+            wanted.update((lr, sid) for lr in self.identities.known_learners_of(actor))
+        if not wanted:
+            return []
+        return [e for e in evidence_store.of_learners(
+                    self.db, {lr for lr, _ in wanted}, statements={s for _, s in wanted})
+                if (e["learner"], e["statement"]) in wanted]
 
     def _retract(self, statements: list[tuple[str, dict | None]], *,
                  only_new: bool = False) -> set[Pair]:
         """A voided statement's evidence stops counting (kept, marked, for the record).
         ``only_new``: report only evidence not marked before (a retried batch must
         recompute all of it, since its records may not have been written)."""
-        affected = [e for e in self._evidence_of_statements(
-                        statements, {"learner": 1, "competency": 1, "voided": 1})
-                    if not (only_new and e.get("voided"))]
-        if not affected:
+        found = self._evidence_of_statements(statements)
+        if not found:
             return set()
-        ids = sorted(e["_id"] for e in affected)
-        for i in range(0, len(ids), CHUNK):
-            self.evidence.update_many({"_id": {"$in": ids[i:i + CHUNK]}},
-                                      {"$set": {"voided": True}})
+        ids = {e["_id"] for e in found}
+        marked = evidence_store.change(
+            self.db, {e["learner"] for e in found},
+            lambda r: None if r.get("voided") else dict(r, voided=True), ids=ids)
+        affected = [after for _, after in marked] if only_new else found
         return {(e["learner"], e["competency"]) for e in affected}
 
     # -- evidence -> mastery -> roll-ups -> credit ------------------------------------
@@ -640,7 +660,7 @@ class Engine:
         wanted: set[tuple[str, str]] = {(lr, self.meta(c).framework) for lr, c in pairs}
         for lr, c in pairs:
             for comp in (c, *self.meta(c).ancestors):
-                for rule in catalog.credits_by_competency.get(comp, ()):
+                for rule in self._rules_by_competency.get(comp, ()):
                     wanted.update((lr, fw) for fw in self._rule_frameworks[rule.identifier])
         states = self._read_stored(wanted)
         # Frameworks with nothing stored are read from evidence -- except for learners this
@@ -667,7 +687,7 @@ class Engine:
         for learner, competency in list(affected):
             affected.update((learner, p) for p in self.meta(competency).ancestors)
         touched = {(lr, rule.identifier): rule for lr, c in affected
-                   for rule in catalog.credits_by_competency.get(c, ())}
+                   for rule in self._rules_by_competency.get(c, ())}
         return states, affected, touched, wanted
 
     def _derive(self, states: dict[str, _LearnerState], affected: set[Pair], touched: dict,
@@ -750,22 +770,17 @@ class Engine:
         by_learner: dict[str, set[str]] = defaultdict(set)
         for lr, fw in missing:
             by_learner[lr].add(fw)
-        learners = sorted(by_learner)
         touched: set[tuple[str, str]] = set()
-        for i in range(0, len(learners), CHUNK):
-            for e in self.evidence.find({"learner": {"$in": learners[i:i + CHUNK]}},
-                                        {"learner": 1, "competency": 1, "framework": 1,
-                                         "timestamp": 1, "seq": 1, "points": 1,
-                                         "actions": 1, "status": 1, "voided": 1}):
-                competency = e["competency"]
-                info = self.catalog.competencies.get(competency)
-                if info is None or info.framework not in by_learner[e["learner"]] or \
-                        e.get("status") == SUPERSEDED:
-                    continue
-                scores = states[e["learner"]].leaves.setdefault(competency, [])
-                touched.add((e["learner"], competency))
-                if (score := _score_of(e)) is not None:
-                    scores.append(score)
+        for e in evidence_store.of_learners(self.db, by_learner) if by_learner else ():
+            competency = e["competency"]
+            info = self.catalog.competencies.get(competency)
+            if info is None or info.framework not in by_learner[e["learner"]] or \
+                    e.get("status") == SUPERSEDED:
+                continue
+            scores = states[e["learner"]].leaves.setdefault(competency, [])
+            touched.add((e["learner"], competency))
+            if (score := _score_of(e)) is not None:
+                scores.append(score)
         for lr, c in touched:
             states[lr].leaves[c].sort()
 
@@ -777,17 +792,11 @@ class Engine:
         for lr, c in pairs:
             by_learner[lr].add(c)
             states[lr].leaves[c] = []
-        learners = sorted(by_learner)
-        for i in range(0, len(learners), CHUNK):
-            chunk = learners[i:i + CHUNK]
-            competencies = sorted({c for lr in chunk for c in by_learner[lr]})
-            for e in self.evidence.find(
-                    {"learner": {"$in": chunk}, "competency": {"$in": competencies}},
-                    {"learner": 1, "competency": 1, "timestamp": 1, "seq": 1, "points": 1,
-                     "actions": 1, "status": 1, "voided": 1}):
-                if e["competency"] in by_learner[e["learner"]] and \
-                        (score := _score_of(e)) is not None:
-                    states[e["learner"]].leaves[e["competency"]].append(score)
+        competencies = {c for cs in by_learner.values() for c in cs}
+        for e in evidence_store.of_learners(self.db, by_learner, competencies):
+            if e["competency"] in by_learner[e["learner"]] and \
+                    (score := _score_of(e)) is not None:
+                states[e["learner"]].leaves[e["competency"]].append(score)
         for lr, c in pairs:
             states[lr].leaves[c].sort()
 
@@ -821,11 +830,11 @@ class Engine:
                 candidates = candidates_of[learner] = set(state.leaves).union(
                     *(self.meta(c).ancestors for c in state.leaves))
             mastered = {c for c in candidates.intersection(
-                            [*rule.competencies, *(rule.required or ())])
+                            [*rule.competencies, *rule.required])
                         if (doc := mine.record(c)) and doc["mastered"]}
             try:
                 progress = calculation.evaluate_credit(list(rule.competencies), mastered,
-                                                       required=list(rule.required or ()),
+                                                       required=list(rule.required),
                                                        min_percent=rule.min_percent)
             except ValueError as exc:
                 self._record_error(key, "credit", exc)
@@ -869,7 +878,8 @@ class Engine:
                 changed_ids.append(key)
         return audits, changed_ids
 
-    def _awarded_since(self, learner: str, rule, state: _LearnerState) -> dt.datetime | None:
+    def _awarded_since(self, learner: str, rule: _Rule, state: _LearnerState
+                       ) -> dt.datetime | None:
         """When the credit last became awarded, replaying the learner's counted evidence in
         timestamp order (evidence with the same timestamp together)."""
         scope = set(rule.competencies) | set(rule.required or ())

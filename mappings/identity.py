@@ -170,23 +170,28 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
     :func:`merge_evidence`), drop the old learner's derived records and rebuild the new
     learner's. Safe to run again after an interruption."""
     from mappings import catalog as catalog_module
-    from mappings.engine import evidence_id
+    from mappings import evidence as evidence_store
+    from mappings.evidence import evidence_id
     from mappings.records import PROGRESS
     from mappings.worker import ALL, apply_dirty_now, mark_dirty
 
-    moved = 0
-    for doc in db["evidence"].find({"learner": from_learner}):
-        key = evidence_id(doc["statement"], to_learner, doc["competency"], doc["rule"])
-        existing = db["evidence"].find_one({"_id": key})
-        new = dict(doc, learner=to_learner, _id=key)
-        if existing is not None:
-            new = merge_evidence(existing, new)
-        db["evidence"].replace_one({"_id": key}, new, upsert=True)
-        db["evidence"].delete_one({"_id": doc["_id"]})
-        moved += 1
+    moved = evidence_store.of_learners(db, [from_learner])
+    if moved:
+        new = {evidence_id(d["statement"], to_learner, d["competency"], d["rule"]):
+               dict(d, learner=to_learner, _id=evidence_id(d["statement"], to_learner,
+                                                           d["competency"], d["rule"]))
+               for d in moved}
+        # A record the new learner has already is merged into it; the others go into a
+        # bucket named after the merged learner (an interrupted merge run again finds it).
+        existing = {e["_id"] for e in evidence_store.by_ids(db, new)}
+        evidence_store.change(db, [to_learner], lambda e: merge_evidence(e, new[e["_id"]]),
+                              ids=existing)
+        evidence_store.insert(db, [r for k, r in new.items() if k not in existing],
+                              batch=0, suffix=f"@{from_learner}")
+        evidence_store.remove(db, from_learner, [d["_id"] for d in moved])
     db[PROGRESS].delete_many({"learner": from_learner})
     # Running workers drop their identity caches (the merged learner no longer exists).
     catalog_module.bump()
     mark_dirty(db, {(to_learner, ALL)})
     apply_dirty_now(db)
-    return moved
+    return len(moved)

@@ -10,8 +10,11 @@ crashes, restarts or runs twice writes the same records again instead of new one
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import mongoengine as me
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> dt.datetime:
@@ -126,59 +129,6 @@ class Learner(me.Document):
                                                    "sparse": True}]}
 
 
-class Action(me.EmbeddedDocument):
-    """A teacher's decision on evidence (Moodle: approve, reject, override)."""
-
-    action = me.StringField(choices=("approve", "reject", "override"), required=True)
-    by = me.StringField(required=True)
-    at = me.DateTimeField(required=True)
-    comment = me.StringField()
-    points = me.FloatField()  # override rating
-    credential = me.StringField()  # the API credential that made the call, if any
-
-
-class Evidence(me.Document):
-    identifier = me.StringField(primary_key=True)  # "statement|competency|rule"
-    statement = me.StringField(required=True)
-    seq = me.IntField(required=True)  # LRS sequence of the statement
-    learner = me.StringField(required=True)
-    competency = me.StringField(required=True)
-    framework = me.StringField(required=True)
-    rule = me.StringField(required=True)  # "ruleset:rule-id", or "case-uri"
-    points = me.FloatField(required=True)  # on the competency's scale
-    source_type = me.StringField(required=True)
-    timestamp = me.DateTimeField(required=True)  # the statement's timestamp
-    # "superseded": the rules no longer produce this record (a rule was corrected or
-    # removed, a competency retired); kept for provenance, never counted. Its status
-    # before is in `superseded_status`, restored if the rules produce it again.
-    status = me.StringField(choices=("accepted", "pending", "rejected", "superseded"),
-                            required=True)
-    superseded_status = me.StringField()
-    superseded_at = me.DateTimeField()
-    voided = me.BooleanField(default=False)
-    activity = me.StringField()
-    activity_name = me.StringField()
-    provider = me.StringField()  # the credential key that stored the statement
-    actions = me.EmbeddedDocumentListField(Action)
-
-    meta = {"collection": "evidence",
-            # Few indexes: each one slows every insert. Evidence of a statement is found
-            # through its learners; the review queue's index holds pending evidence only.
-            "indexes": [("learner", "competency"),
-                        {"fields": ["status", "framework"], "name": "pending_review",
-                         "partialFilterExpression": {"status": "pending"}}]}
-
-    @property
-    def effective_points(self) -> float:
-        """The teacher's override wins over the rule's score."""
-        overrides = [a.points for a in self.actions if a.action == "override"]
-        return overrides[-1] if overrides else self.points
-
-    @property
-    def counts(self) -> bool:
-        return self.status == "accepted" and not self.voided
-
-
 #: How derived records are stored. Part of the catalog fingerprint ("derive"): a database
 #: written by a version that stored them differently is rebuilt from its evidence by the
 #: mapping worker after an upgrade.
@@ -236,18 +186,30 @@ class WorkerState(me.Document):
     meta = {"collection": "worker_state"}
 
 
-OBSOLETE_EVIDENCE_INDEXES = {"statement_1", "status_1_framework_1"}
+OBSOLETE_EVIDENCE_INDEXES = {"statement_1", "status_1_framework_1", "learner_1_competency_1",
+                             "pending_review"}
 
-MODELS = (Framework, Competency, CreditRule, RuleSet, Learner, Evidence, Progress, Audit,
-          WorkerState)
+# Evidence records have no model: they are stored in buckets (mappings.evidence).
+MODELS = (Framework, Competency, CreditRule, RuleSet, Learner, Progress, Audit, WorkerState)
 
 
 def ensure_indexes() -> None:
     """Create every index the engine's queries need. Explicitly, because the engine writes
     through pymongo in bulk and mongoengine only creates indexes on its own first use."""
+    from mappings import evidence
+
     for model in MODELS:
         model.ensure_indexes()
-    # Indexes of earlier versions that only slowed the mapping worker's inserts down.
-    evidence = Evidence._get_collection()
-    for name in set(evidence.index_information()) & OBSOLETE_EVIDENCE_INDEXES:
-        evidence.drop_index(name)
+    db = Progress._get_db()
+    # Indexes of earlier versions (one document per evidence record): they only slowed the
+    # mapping worker's inserts down.
+    collection = db[evidence.COLLECTION]
+    evidence.ensure_indexes(db)
+    obsolete = set(collection.index_information()) & OBSOLETE_EVIDENCE_INDEXES
+    if obsolete:
+        # Written by such a version: move its records into buckets first (safe to
+        # interrupt: the indexes go when it is done, and mark the database as moved).
+        moved = evidence.migrate_flat(db)
+        log.info("evidence: %d records moved into buckets", moved)
+        for name in obsolete:
+            collection.drop_index(name)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from mappings import calculation, records
+from mappings import calculation, evidence, records
 from mappings.models import Competency, CreditRule, Framework, Scale
 
 
@@ -141,8 +141,7 @@ def learner_progress(db, learner: str, competency_ids: Sequence[str],
         row = by_id[m["competency"]]
         row.points, row.level, row.mastered = m.get("points"), m.get("level"), \
             bool(m.get("mastered"))
-    for e in db["evidence"].find({"learner": learner, "competency": {"$in": list(by_id)}},
-                                 {"competency": 1, "status": 1, "voided": 1, "timestamp": 1}):
+    for e in evidence.of_learners(db, [learner], by_id):
         if e.get("voided"):
             continue
         row = by_id[e["competency"]]
@@ -212,8 +211,7 @@ def evidence_of(db, learner: str, competency_ids: Sequence[str], *,
     rows, _ = competency_rows(competency_ids)
     scales = {r.identifier: r for r in rows}
     out = []
-    for e in db["evidence"].find({"learner": learner,
-                                  "competency": {"$in": list(competency_ids)}}):
+    for e in evidence.of_learners(db, [learner], competency_ids):
         if e.get("voided") or (not include_rejected and e["status"] == "rejected"):
             continue
         overrides = [a["points"] for a in e.get("actions") or ()
@@ -242,8 +240,9 @@ def timeline(db, learner: str, competency: str) -> list[tuple[dt.datetime, float
     scale = c.scale or framework.scale
     method = c.calculation or framework.calculation
     items = []
-    for e in db["evidence"].find({"learner": learner, "competency": competency,
-                                  "status": "accepted", "voided": False}):
+    for e in evidence.of_learners(db, [learner], [competency]):
+        if e["status"] != "accepted" or e.get("voided") is not False:
+            continue
         overrides = [a["points"] for a in e.get("actions") or ()
                      if a.get("action") == "override" and a.get("points") is not None]
         items.append((e["timestamp"], e["seq"], overrides[-1] if overrides else e["points"]))
@@ -271,11 +270,8 @@ def last_evidence_times(db, learners: Sequence[str], competency_ids: Sequence[st
                         ) -> dict[str, dt.datetime]:
     """Per learner, the time of their newest accepted evidence in these competencies."""
     out: dict[str, dt.datetime] = {}
-    for e in db["evidence"].find({"learner": {"$in": list(learners)},
-                                  "competency": {"$in": list(competency_ids)},
-                                  "status": "accepted"},
-                                 {"learner": 1, "timestamp": 1, "voided": 1}):
-        if e.get("voided"):
+    for e in evidence.of_learners(db, learners, competency_ids):
+        if e["status"] != "accepted" or e.get("voided"):
             continue
         if e["learner"] not in out or e["timestamp"] > out[e["learner"]]:
             out[e["learner"]] = e["timestamp"]

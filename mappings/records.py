@@ -8,13 +8,15 @@ API and the grade sync want records. This module is the one place that knows the
 it returns has the shape records always had::
 
     mastery: {_id: "learner|competency", learner, competency, framework, points, level,
-              mastered, method, evidence, from_children, children, updated_at}
+              mastered, method, evidence, evidence_at, from_children, children, updated_at}
     credit:  {_id: "learner|rule", learner, rule, status, mastered, missing, percent,
               awarded_at, revoked_at, evidence, evidence_by, transitions, updated_at}
 
 ``evidence`` is derived, not stored: a leaf's is the ids of its counted scores in timestamp
 order, a roll-up's the union of its children's, a credit's the union of its mastered
-competencies' (``evidence_by`` per competency).
+competencies' (``evidence_by`` per competency). ``evidence_at`` is the timestamp of the
+newest evidence counted (a leaf's; None for a roll-up or without any): what the class view
+shows as a learner's last activity, without reading evidence.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ def mastery_of(learner: str, framework: str, body: dict) -> dict[str, dict]:
                   "framework": framework, "points": record["points"],
                   "level": record["level"], "mastered": record["mastered"],
                   "method": record["method"], "evidence": evidence_of(c),
+                  "evidence_at": None if children is not None or not leaves.get(c)
+                  else _time(leaves[c][-1][0]),
                   "from_children": children is not None,
                   "children": [[child, p, m, evidence_of(child) if child in stored else []]
                                for child, p, m in children or ()],

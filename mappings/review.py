@@ -10,6 +10,7 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from mappings import catalog as catalog_module
+from mappings import evidence as evidence_store
 from mappings import records
 from mappings.models import utcnow
 from mappings.worker import apply_dirty_now, mark_dirty
@@ -30,7 +31,7 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
         raise ReviewError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     if not by:
         raise ReviewError("a decision needs the reviewer's name")
-    evidence = db["evidence"].find_one({"_id": evidence_id})
+    evidence = evidence_store.get(db, evidence_id)
     if evidence is None:
         raise ReviewError(f"no evidence {evidence_id!r}")
     if evidence.get("voided"):
@@ -57,16 +58,26 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
     record = {"action": action, "by": by, "at": now, "comment": comment, "points": points,
               "credential": credential}
     status = {"approve": "accepted", "reject": "rejected", "override": "accepted"}[action]
-    db["evidence"].update_one({"_id": evidence_id},
-                              {"$push": {"actions": record}, "$set": {"status": status}})
+    previous: list[str] = []
+
+    def decided(e: dict) -> dict:
+        # Checked again on the record as it is now (it may have changed since read).
+        if e.get("voided") or e.get("status") == "superseded":
+            raise ReviewError(f"evidence {evidence_id!r} was voided or superseded "
+                              "meanwhile; it can no longer be reviewed")
+        previous[:] = [e["status"]]
+        return dict(e, actions=[*(e.get("actions") or ()), record], status=status)
+
+    evidence_store.change(db, [evidence["learner"]], decided, ids=[evidence_id])
     db["audit"].insert_one({"at": now, "actor": by, "action": f"evidence_{action}",
                             "subject": evidence_id,
                             "detail": {"comment": comment, "points": points,
                                        "credential": credential,
-                                       "previous_status": evidence["status"]}})
+                                       "previous_status": (previous or
+                                                           [evidence["status"]])[0]}})
     mark_dirty(db, {(evidence["learner"], evidence["competency"])})
     apply_dirty_now(db)
-    return db["evidence"].find_one({"_id": evidence_id})
+    return evidence_store.get(db, evidence_id)
 
 
 def explain(db: Database, learner: str, competency: str) -> dict:
@@ -76,8 +87,8 @@ def explain(db: Database, learner: str, competency: str) -> dict:
         "learner": learner, "competency": competency, "points": None, "level": None,
         "mastered": False, "evidence": []}
     evidence_ids = list(mastery.get("evidence", []))
-    evidence = list(db["evidence"].find({"learner": learner, "competency": competency})
-                    .sort([("timestamp", 1), ("seq", 1)]))
+    evidence = sorted(evidence_store.of_learners(db, [learner], [competency]),
+                      key=lambda e: (e["timestamp"], e["seq"]))
     by_rule = sorted(held.credits.items())
     credits = [c for _, c in by_rule if competency in c["mastered"]]
     credits += [c for _, c in by_rule if competency in c["missing"]]

@@ -247,17 +247,24 @@ class Worker:
         # A chunk of catalog work, if any, between batches: the stream does not stop.
         busy = self.job_step() is not None
         position = state.get("position", 0)
-        watermark = self.store.watermark().seq
-        upper = min(watermark, position + self.batch)
+        # A batch cut short (a crash, a lost lease) is done again over exactly the same
+        # statements, whatever this worker's batch size: its evidence buckets are named by
+        # it, so the same buckets come out (mappings.evidence.insert).
+        upper = state.get("batch_upto") or 0
         if upper <= position:
-            return BatchResult(busy=busy)
+            upper = min(self.store.watermark().seq, position + self.batch)
+            if upper <= position:
+                return BatchResult(busy=busy)
+            self.state.update_one({"_id": WORKER_ID, "holder": self.name},
+                                  {"$set": {"batch_upto": upper}})
         docs = list(self.store.statements_in_range(position, upper))
         result = self.engine().process(docs)
         result.busy = busy
         # Advance only if we still hold the lease: a worker that stalled past its lease
         # must not move the position of the one that took over.
         self.state.update_one({"_id": WORKER_ID, "holder": self.name},
-                              {"$set": {"position": upper, "updated_at": utcnow()}})
+                              {"$set": {"position": upper, "updated_at": utcnow()},
+                               "$unset": {"batch_upto": ""}})
         return result
 
     def run_forever(self, stop: threading.Event, *, poll: float = 0.1,

@@ -291,6 +291,7 @@ class DatabaseCollector:
         import pymongo
 
         from lrs.store import StatementStore
+        from mappings import evidence
         from mappings.models import utcnow
         from mappings.worker import worker_status_of
 
@@ -304,7 +305,7 @@ class DatabaseCollector:
                 lease_until = lease_until.replace(tzinfo=dt.UTC)
             mapper_active = bool(status.holder and lease_until and lease_until > now)
             dirty = db["mapping_dirty"].estimated_document_count()
-            pending = db["evidence"].count_documents({"status": "pending"})
+            pending = len(evidence.pending(db))  # voided ones too, as ever
             failing = {"grades": 0, "roster": 0}
             for doc in db["lti_sync_failures"].find({}, {"kind": 1}):
                 kind = str(doc.get("kind") or "grades")

@@ -268,6 +268,7 @@ def test_statements_stored_and_worker_lag(metrics_app, xapi_headers):
 
 def test_lms_sync_failures_and_reviews_are_counted(metrics_app):
     from lti_tool import grades, sync
+    from mappings import evidence
     from mappings.models import utcnow
 
     client = metrics_app.test_client()
@@ -281,14 +282,26 @@ def test_lms_sync_failures_and_reviews_are_counted(metrics_app):
          "next_attempt_at": now}])
     db[grades.QUEUE].insert_many([{"_id": "a", "course": "p|c1", "attempts": 3},
                                   {"_id": "b", "course": "p|c1"}])
-    db["evidence"].insert_many([{"_id": "e1", "status": "pending"},
-                                {"_id": "e2", "status": "accepted"}])
+
+    def record(learner: str, competency: str, status: str, *, voided: bool = False) -> dict:
+        return {"_id": evidence.evidence_id("s1", learner, competency, "r1"),
+                "statement": "s1", "seq": 1, "learner": learner, "competency": competency,
+                "framework": "fw", "rule": "r1", "points": 1.0, "source_type": "internship",
+                "timestamp": now, "activity": None, "activity_name": None, "provider": None,
+                "status": status, "voided": voided, "actions": []}
+
+    # counted per record, not per stored document: one learner's bucket holds two
+    # pending records; voided pending ones count too (as they always have)
+    evidence.insert(db, [record("l1", "c1", "pending"), record("l1", "c2", "pending"),
+                         record("l1", "c3", "accepted"),
+                         record("l2", "c1", "pending", voided=True),
+                         record("l3", "c1", "rejected")], batch=1)
     samples = scrape(client)
     assert value(samples, "masteryhub_lms_sync_failing_courses", kind="grades") == 1
     assert value(samples, "masteryhub_lms_sync_failing_courses", kind="roster") == 1
     assert value(samples, "masteryhub_lms_grade_queue_items") == 2
     assert value(samples, "masteryhub_lms_grade_items_failing") == 1
-    assert value(samples, "masteryhub_evidence_pending_review") == 1
+    assert value(samples, "masteryhub_evidence_pending_review") == 3
 
 
 def test_database_outage_is_a_metric_not_an_error(tmp_path, db_name):

@@ -7,7 +7,8 @@ deployment where workers run as their own processes) so that neither the mapping
 the LMS sync share the app's process while it is timed. The class: a framework of 40
 competencies (4 strands of 9, performance-level scale of 10 levels, a 70 % credit), 30
 learners on the course roster, a mastery record for ~85 % of learner x competency pairs and
-three accepted pieces of evidence behind each (~2,800 evidence documents), a few pending.
+three accepted pieces of evidence behind each (~2,800 evidence records, in buckets as the
+mapping worker stores them: one per learner and batch, a batch here a day), a few pending.
 One real teacher launch through the demo platform gives the session; then 100 GETs of the
 class view (default sort), and 100 sorted by a competency with the strand filter on.
 
@@ -79,9 +80,11 @@ def _ms(when: dt.datetime) -> int:
 def seed(db, rng: random.Random) -> None:
     """Framework, roster, mastery and evidence, written the way the mapper and the roster
     import write them (the mastery records in one progress document per learner, as the
-    mapper stores them; ``mappings.records`` reads them)."""
+    mapper stores them; ``mappings.records`` reads them; the evidence records in buckets,
+    one per learner and batch, through ``mappings.evidence``)."""
     import orjson
 
+    from mappings import evidence as evidence_store
     from mappings.frameworks import parse_yaml_framework, save_framework
     from mappings.models import Competency
     from mappings.records import PROGRESS
@@ -111,12 +114,15 @@ def seed(db, rng: random.Random) -> None:
             cell = sorted((now - dt.timedelta(days=rng.randint(0, 40), hours=k), k)
                            for k in range(3))  # the mapper lists evidence oldest first
             for when, k in cell:
+                sid = f"stmt-{i}-{cid}-{k}"
                 evidence.append({
-                    "_id": f"stmt-{i}-{cid}-{k}|{cid}|bench:rule",
-                    "statement": f"stmt-{i}-{cid}-{k}", "seq": len(evidence) + 1,
+                    "_id": evidence_store.evidence_id(sid, learner, cid, "bench:rule"),
+                    "statement": sid, "seq": len(evidence) + 1,
                     "learner": learner, "competency": cid, "framework": "bench-class",
                     "rule": "bench:rule", "points": float(rng.randint(1, 10)),
                     "source_type": "online_course", "timestamp": when,
+                    "activity": f"https://bench.example.com/activities/{cid}",
+                    "activity_name": f"Activity {cid}", "provider": "bench",
                     "status": "accepted", "voided": False, "actions": []})
                 leaves.setdefault(cid, []).append(
                     [_ms(when), len(evidence), evidence[-1]["points"], evidence[-1]["_id"]])
@@ -133,16 +139,29 @@ def seed(db, rng: random.Random) -> None:
                                  m["at"] for m in mastery.values())),
                              "s": orjson.dumps(body, option=orjson.OPT_SORT_KEYS)})
         evidence.append({
-            "_id": f"pending-{i}|{competencies[1]}|bench:review", "statement": f"pending-{i}",
-            "seq": len(evidence) + 1, "learner": learner, "competency": competencies[1],
-            "framework": "bench-class", "rule": "bench:review", "points": 7.0,
-            "source_type": "project", "timestamp": now, "status": "pending", "voided": False,
-            "actions": []})
+            "_id": evidence_store.evidence_id(f"pending-{i}", learner, competencies[1],
+                                              "bench:review"),
+            "statement": f"pending-{i}", "seq": len(evidence) + 1, "learner": learner,
+            "competency": competencies[1], "framework": "bench-class",
+            "rule": "bench:review", "points": 7.0, "source_type": "project",
+            "timestamp": now, "activity": "https://bench.example.com/activities/project",
+            "activity_name": "Project", "provider": "bench", "status": "pending",
+            "voided": False, "actions": []})
     db["lti_memberships"].insert_many(members)
     db[PROGRESS].insert_many(progress)
-    db["evidence"].insert_many(evidence)
+    # One mapping batch per day of evidence: each stores one bucket per learner, named
+    # after the batch's first statement.
+    batches: dict[dt.date, list[dict]] = {}
+    for e in evidence:
+        batches.setdefault(e["timestamp"].date(), []).append(e)
+    evidence_store.ensure_indexes(db)
+    for day in sorted(batches):
+        first = min(e["seq"] for e in batches[day])
+        assert evidence_store.insert(db, batches[day], batch=first) == []  # all new
+    buckets = sum(len({e["learner"] for e in batch}) for batch in batches.values())
     print(f"seeded: {LEARNERS} learners, {len(competencies)} competencies, "
-          f"{records} mastery records, {len(evidence)} evidence documents")
+          f"{records} mastery records, {len(evidence)} evidence records in {buckets} "
+          "buckets")
 
 
 def teacher_session(http: requests.Session, login_url: str) -> str:

@@ -9,7 +9,7 @@ from html import unescape
 
 import pytest
 
-from mappings.models import Evidence
+from mappings import evidence as evidence_store
 
 
 @pytest.fixture
@@ -106,12 +106,11 @@ def test_submission_becomes_a_statement_and_pending_evidence(
         allow_redirects=False, timeout=10)
     assert ok.status_code == 303, unescape(ok.text)[:1000]
     run_mapper()
-    with lti_app.app_context():
-        (evidence,) = Evidence.objects(learner=learner)
-        assert evidence.status == "pending" and evidence.source_type == "internship"
-        assert evidence.competency == competency
-        stmt = lti_app.extensions["masteryhub.db"]["lrs_statements"].find_one(
-            {"sid": evidence.statement})
+    db = lti_app.extensions["masteryhub.db"]
+    (evidence,) = evidence_store.of_learners(db, [learner])
+    assert evidence["status"] == "pending" and evidence["source_type"] == "internship"
+    assert evidence["competency"] == competency
+    stmt = db["lrs_statements"].find_one({"sid": evidence["statement"]})
     assert stmt is not None  # it went through the LRS
     dashboard = browser.http.get(f"{base}/learner/{learner}/", timeout=10).text
     assert "awaiting review" in dashboard

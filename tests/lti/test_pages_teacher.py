@@ -18,6 +18,7 @@ import requests
 
 from lti_tool import roster
 from lti_tool.models import Membership
+from mappings import evidence as evidence_store
 from mappings import records
 from mappings.models import Competency
 
@@ -215,8 +216,14 @@ def test_needs_support_lists_each_learner_with_reasons(klass):
         assert r.status_code == 400 and "must be" in unescape(r.text), bad
 
 
+def pending_of(klass, learner: str) -> dict:
+    """One of the learner's pending pieces of evidence."""
+    return next(e for e in evidence_store.of_learners(klass.db, [learner])
+                if e["status"] == "pending")
+
+
 def test_class_pages_are_for_staff_of_the_course_only(klass, platform, lti_app):
-    evidence = klass.db["evidence"].find_one({"learner": klass.ana, "status": "pending"})
+    evidence = pending_of(klass, klass.ana)
     for role in ("learner", "mentor"):
         b = klass.new_browser()
         base = launch(b, platform, role=role)
@@ -227,7 +234,7 @@ def test_class_pages_are_for_staff_of_the_course_only(klass, platform, lti_app):
         r = b.http.post(base + "/review", data={"evidence": evidence["_id"],
                                                 "action": "approve"}, timeout=10)
         assert r.status_code == 403
-    assert klass.db["evidence"].find_one({"_id": evidence["_id"]})["status"] == "pending"
+    assert evidence_store.get(klass.db, evidence["_id"])["status"] == "pending"
 
 
 def test_a_teacher_of_another_course_sees_nothing_of_this_one(klass, platform):
@@ -239,11 +246,11 @@ def test_a_teacher_of_another_course_sees_nothing_of_this_one(klass, platform):
     for name in ("Ana Alvarez", "Ben Brooks", "Cy Young"):
         assert name not in html
     assert "Nothing waits for review" in b.http.get(base + "/review", timeout=10).text
-    evidence = klass.db["evidence"].find_one({"learner": klass.ana, "status": "pending"})
+    evidence = pending_of(klass, klass.ana)
     r = b.http.post(base + "/review", data={"evidence": evidence["_id"], "action": "approve"},
                     timeout=10)
     assert r.status_code == 404
-    assert klass.db["evidence"].find_one({"_id": evidence["_id"]})["status"] == "pending"
+    assert evidence_store.get(klass.db, evidence["_id"])["status"] == "pending"
     assert klass.db["audit"].count_documents({"subject": evidence["_id"]}) == 0
     assert b.http.get(f"{base}/learner/{klass.ana}/", timeout=10).status_code == 403
     assert b.http.get(f"{base}/export/me.csv", params={"learner": klass.ana},
@@ -320,7 +327,7 @@ def test_approve_counts_the_evidence_and_is_audited(klass, run_mapper):
     r = decide(klass, first, "approve", comment="Supervisor confirmed.")
     assert r.status_code == 303
     run_mapper()
-    evidence = klass.db["evidence"].find_one({"_id": first})
+    evidence = evidence_store.get(klass.db, first)
     assert evidence["status"] == "accepted"
     (action,) = evidence["actions"]
     assert action["action"] == "approve" and action["by"] == "Dana Teacher"
@@ -349,10 +356,10 @@ def test_reject_and_override_with_a_comment(klass, run_mapper):
     assert decide(klass, alg31, "override", level="Level 5 (Developing)",
                   comment="Partly shown.").status_code == 303
     run_mapper()
-    rejected = klass.db["evidence"].find_one({"_id": alg32})
+    rejected = evidence_store.get(klass.db, alg32)
     assert rejected["status"] == "rejected"
     assert rejected["actions"][-1]["comment"] == "Not modelling work."
-    overridden = klass.db["evidence"].find_one({"_id": alg31})
+    overridden = evidence_store.get(klass.db, alg31)
     assert overridden["status"] == "accepted"
     assert overridden["actions"][-1]["action"] == "override"
     assert overridden["actions"][-1]["points"] == 5
@@ -388,7 +395,7 @@ def test_bad_decisions_are_400_and_change_nothing(klass):
     assert klass.http.get(klass.base + "/review", params={"evidence": item,
                                                           "action": "approve"},
                           timeout=10).status_code == 200
-    assert klass.db["evidence"].count_documents({"status": "pending"}) == 2
+    assert len(evidence_store.pending(klass.db)) == 2
     assert klass.db["audit"].count_documents({}) == 0
 
 

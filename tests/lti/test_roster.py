@@ -12,6 +12,7 @@ from lti_tool import roster
 from lti_tool.demo_platform import LIS
 from lti_tool.models import Membership
 from lti_tool.sync import GradeSync
+from mappings import evidence
 from mappings.models import Learner
 
 COURSE = "demo|algebra-1-cbe"
@@ -60,7 +61,7 @@ def test_instructor_launch_queues_and_one_pass_imports_the_roster(launch, lti_ap
         assert members["demo-learner-ana"].learner  # linked, the same as at her launch
     assert [(r.course, r.members, r.learners) for r in result.rosters] == [(COURSE, 4, 2)]
     assert db[roster.QUEUE].find_one({"_id": COURSE})["queued_at"] is None
-    assert db["evidence"].count_documents({"learner": ben.learner}) == 0
+    assert evidence.of_learners(db, [ben.learner]) == []
 
     # The class roster lists Ben, who never launched and has no evidence yet.
     listed = http.get(f"{tool_url}/lti/s/{teacher}/roster", timeout=10).json()

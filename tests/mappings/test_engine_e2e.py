@@ -18,6 +18,7 @@ import tincan
 from worker_drain import drain
 
 from mappings import catalog as catalog_module
+from mappings import evidence as evidence_store
 from mappings import records
 from mappings.frameworks import sample_framework, save_framework
 from mappings.models import RuleSet
@@ -116,7 +117,7 @@ def snapshot(db) -> dict:
     credits = {d["_id"]: (d["status"], sorted(d["mastered"]), d["percent"], d.get("awarded_at"))
                for h in held for d in h.credits.values()}
     evidence = {d["_id"]: (d["points"], d["status"], d.get("voided")) for d in
-                db["evidence"].find()}
+                evidence_store.all_records(db)}
     return {"mastery": mastery, "credits": credits, "evidence": evidence}
 
 
@@ -138,7 +139,7 @@ def test_credit_awarded_at_70_percent_traceable_and_revoked_by_voiding(
     credit = credit_of(db, learner)
     assert credit["status"] == "awarded"
     assert credit["awarded_at"].isoformat().startswith("2026-10-01T10:00:00")
-    behind = {db["evidence"].find_one({"_id": e})["statement"] for e in credit["evidence"]}
+    behind = {evidence_store.get(db, e)["statement"] for e in credit["evidence"]}
     assert behind == set(ids) | {tenth}
 
     void = {"actor": {"mbox": "mailto:teacher@school.example.edu"},
@@ -191,7 +192,7 @@ def test_new_evidence_that_keeps_the_level_still_restamps_the_record(
     after = mastery_of(db, learner, "alg1-2-1")
     assert (after["points"], after["level"]) == (before["points"], before["level"])
     assert len(after["evidence"]) == 2 and after["updated_at"] > before["updated_at"]
-    newest = max(e["timestamp"] for e in db["evidence"].find({"learner": learner}))
+    newest = max(e["timestamp"] for e in evidence_store.of_learners(db, [learner]))
     stamped = db["progress"].find_one({"learner": learner})["updated_at"]
     assert after["updated_at"] == stamped and stamped >= newest.replace(microsecond=0)
 
@@ -203,7 +204,8 @@ def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog,
     post(client, xapi_headers, [internship_task(email, "budget-model")])
     drain(db)
     learner = learner_of(db, email)
-    pending = list(db["evidence"].find({"learner": learner, "status": "pending"}))
+    pending = [e for e in evidence_store.of_learners(db, [learner])
+               if e["status"] == "pending"]
     assert {e["competency"] for e in pending} == {"alg1-3-1", "alg1-3-2"}
     assert mastery_of(db, learner, "alg1-3-1")["points"] is None
 
@@ -216,7 +218,7 @@ def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog,
     decide(db, by_comp["alg1-3-1"], "override", by="Ms Rivera", comment="Partial", points=5)
     m = mastery_of(db, learner, "alg1-3-1")
     assert m["points"] == 5 and m["mastered"] is False
-    actions = db["evidence"].find_one({"_id": by_comp["alg1-3-1"]})["actions"]
+    actions = evidence_store.get(db, by_comp["alg1-3-1"])["actions"]
     assert [a["action"] for a in actions] == ["approve", "override"]
     assert actions[0]["by"] == "Ms Rivera" and actions[0]["at"] is not None
     assert db["audit"].count_documents({"subject": by_comp["alg1-3-1"]}) == 2
@@ -224,7 +226,7 @@ def test_review_queue_approve_reject_override(client, xapi_headers, db, catalog,
     # Re-processing the statement keeps the teacher's decisions.
     db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
     drain(db)
-    assert db["evidence"].find_one({"_id": by_comp["alg1-3-2"]})["status"] == "rejected"
+    assert evidence_store.get(db, by_comp["alg1-3-2"])["status"] == "rejected"
     assert mastery_of(db, learner, "alg1-3-1")["points"] == 5
 
 
@@ -450,7 +452,7 @@ def test_decisions_go_through_the_lease_holder(client, xapi_headers, db, catalog
     post(client, xapi_headers, [internship_task("ivy@school.example.edu", "survey")])
     drain(db)
     learner = learner_of(db, "ivy@school.example.edu")
-    evidence_id = db["evidence"].find_one({"learner": learner, "competency": "alg1-3-1"})["_id"]
+    (evidence_id,) = [e["_id"] for e in evidence_store.of_learners(db, [learner], ["alg1-3-1"])]
     running = Worker(db, name="running")  # a live worker holds the lease
     running.run_once()
     decide(db, evidence_id, "approve", by="Mr Okafor")
@@ -492,9 +494,15 @@ def test_a_running_worker_follows_a_merge(client, xapi_headers, db, catalog):
 def test_api_guards_review_and_listing(client, xapi_headers, db, catalog):
     auth = {"Authorization": xapi_headers["Authorization"]}
     assert client.get("/api/evidence?status=accepted", headers=auth).status_code == 400
+    # Evidence is stored by learner: a framework alone would read the whole collection.
+    by_framework = client.get("/api/evidence?status=accepted&framework=algebra-1-sample",
+                              headers=auth)
+    assert by_framework.status_code == 400 and "learner" in by_framework.get_json()["error"][
+        "message"]
     (target,) = post(client, xapi_headers, [quiz("kim@school.example.edu", "ALG.1.1", 0.9)])
     drain(db)
-    evidence_id = db["evidence"].find_one({"statement": target})["_id"]
+    (evidence_id,) = [e["_id"] for e in evidence_store.all_records(db)
+                      if e["statement"] == target]
     post(client, xapi_headers, [{"actor": {"mbox": "mailto:t@school.example.edu"},
                                  "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
                                  "object": {"objectType": "StatementRef", "id": target}}])
@@ -692,12 +700,11 @@ def test_a_corrected_rule_supersedes_the_evidence_it_no_longer_produces(
          + spread("sx", 4, 5) + [internship_task(email, "budget")])
     settle(db)
     learner = learner_of(db, email)
-    wrong_ids = [e["_id"] for e in db["evidence"].find({"learner": learner,
-                                                        "competency": "alg1-1-3"})]
+    wrong_ids = [e["_id"] for e in evidence_store.of_learners(db, [learner], ["alg1-1-3"])]
     assert len(wrong_ids) == 3
     assert mastery_of(db, learner, "alg1-1-3")["mastered"]
     # A teacher's decisions: on evidence the fix keeps, and on evidence it drops.
-    kept = db["evidence"].find_one({"learner": learner, "competency": "alg1-3-1"})["_id"]
+    (kept,) = [e["_id"] for e in evidence_store.of_learners(db, [learner], ["alg1-3-1"])]
     decide(db, kept, "approve", by="Ms Rivera")
     decide(db, wrong_ids[0], "override", by="Ms Rivera", points=9)
 
@@ -707,16 +714,15 @@ def test_a_corrected_rule_supersedes_the_evidence_it_no_longer_produces(
     recompute(db)
     assert snapshot(db) == incremental
 
-    old = db["evidence"].find_one({"_id": wrong_ids[0]})
+    old = evidence_store.get(db, wrong_ids[0])
     assert old["status"] == "superseded" and old["superseded_status"] == "accepted"
     assert [a["action"] for a in old["actions"]] == ["override"]  # kept, for the record
-    assert {e["status"] for e in db["evidence"].find({"_id": {"$in": wrong_ids}})} == \
-        {"superseded"}
-    new = list(db["evidence"].find({"learner": learner, "competency": "alg1-1-1"}))
+    assert {e["status"] for e in evidence_store.by_ids(db, wrong_ids)} == {"superseded"}
+    new = evidence_store.of_learners(db, [learner], ["alg1-1-1"])
     assert len(new) == 3 and {e["status"] for e in new} == {"accepted"}
     assert mastery_of(db, learner, "alg1-1-1")["mastered"]
     assert mastery_of(db, learner, "alg1-1-3") is None
-    approved = db["evidence"].find_one({"_id": kept})
+    approved = evidence_store.get(db, kept)
     assert approved["status"] == "accepted" and approved["actions"][0]["by"] == "Ms Rivera"
     chain = explain(db, learner, "alg1-1-3")
     assert chain["evidence"] and all(e["superseded"] and not e["counted"]
@@ -727,7 +733,7 @@ def test_a_corrected_rule_supersedes_the_evidence_it_no_longer_produces(
     # Equal to a fresh database's (no teacher decisions there: compare the other learners).
     ours = {k: v for k, v in snapshot(db)["mastery"].items() if not k.startswith(learner)}
     live = {k: v for k, v in snapshot(db)["evidence"].items() if v[1] != "superseded"}
-    for name in ("evidence", "progress", "mapping_jobs", "audit"):
+    for name in (evidence_store.COLLECTION, "progress", "mapping_jobs", "audit"):
         db[name].delete_many({})
     db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"position": 0}})
     settle(db)
@@ -751,7 +757,8 @@ def test_merging_two_members_of_one_group_statement_keeps_both_copies_decisions(
     settle(db)
     dee = learner_of(db, "dee9@school.example.edu")
     alias = db["learners"].find_one({"agents": "acct|https://courses.example.com|dee-9"})["_id"]
-    copies = {(e["learner"], e["competency"]): e["_id"] for e in db["evidence"].find()}
+    copies = {(e["learner"], e["competency"]): e["_id"]
+              for e in evidence_store.all_records(db)}
     assert len(copies) == 4  # two competencies, a copy for each member
     decide(db, copies[(dee, "alg1-3-1")], "approve", by="Ms Rivera", comment="on site")
     decide(db, copies[(alias, "alg1-3-1")], "override", by="Mr Okafor", points=5)
@@ -760,8 +767,9 @@ def test_merging_two_members_of_one_group_statement_keeps_both_copies_decisions(
     _, merged = link(dee, "acct|https://courses.example.com|dee-9")
     assert merged == alias
     assert move_evidence(db, alias, dee) == 2
-    kept = {e["competency"]: e for e in db["evidence"].find()}
-    assert db["evidence"].count_documents({}) == 2
+    left = list(evidence_store.all_records(db))
+    kept = {e["competency"]: e for e in left}
+    assert len(left) == 2
     first = kept["alg1-3-1"]
     assert [(a["action"], a["by"]) for a in first["actions"]] == \
         [("approve", "Ms Rivera"), ("override", "Mr Okafor")]
@@ -866,8 +874,8 @@ def test_a_void_racing_its_target_always_voids_it(client, xapi_headers, db, cata
                   if not d.get("v")]
     assert not_voided == []
     settle(db)
-    counted = [e["_id"] for e in db["evidence"].find({"statement": {"$in": targets}})
-               if not e.get("voided")]
+    counted = [e["_id"] for e in evidence_store.all_records(db)
+               if e["statement"] in targets and not e.get("voided")]
     assert counted == []
     assert all(m["points"] is None for m in all_mastery(db) if not m["from_children"])
 

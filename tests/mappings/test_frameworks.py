@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mappings import models, records
+from mappings import evidence, models, records
 from mappings.frameworks import (
     EXTENSION_KEY,
     FrameworkError,
@@ -547,11 +547,21 @@ def _revised_yaml() -> str:
             .replace("competencies: [T.1.1, t-1-2]", "competencies: all"))
 
 
+def _evidence_record(learner: str, competency: str, framework: str, points: float) -> dict:
+    """A stored evidence record, as the worker writes them."""
+    return {"_id": evidence.evidence_id("stmt-1", learner, competency, "rules:r1"),
+            "statement": "stmt-1", "seq": 1, "learner": learner, "competency": competency,
+            "framework": framework, "rule": "rules:r1", "points": points,
+            "source_type": "assessment", "timestamp": dt.datetime(2026, 9, 1, tzinfo=dt.UTC),
+            "activity": None, "activity_name": None, "provider": None,
+            "status": "accepted", "voided": False, "actions": []}
+
+
 def test_reimport_updates_in_place_and_keeps_evidence(app, db) -> None:
     save_framework(parse_yaml_framework(GOOD_YAML, filename="tiny.yaml"))
-    db.evidence.insert_one({"_id": "stmt-1|t-1-2|rules:r1", "competency": "t-1-2",
-                            "learner": "ana", "points": 3})
-    body = {"leaves": {"t-1-2": [[0, 1, 3, "stmt-1|t-1-2|rules:r1"]]},
+    record = _evidence_record("ana", "t-1-2", "tiny", 3)
+    evidence.insert(db, [record], batch=1)
+    body = {"leaves": {"t-1-2": [[0, 1, 3, record["_id"]]]},
             "mastery": {"t-1-2": {"points": 3, "level": "Proficient", "mastered": True,
                                   "method": "most_recent", "at": 0}},
             "credits": {}}
@@ -569,10 +579,10 @@ def test_reimport_updates_in_place_and_keeps_evidence(app, db) -> None:
     assert models.Competency.objects.get(identifier="t-1-3").position == 0
     # The dropped competency is kept, and its learners' records are untouched.
     assert models.Competency.objects.get(identifier="t-1-2").statement == "Second skill"
-    assert db.evidence.find_one({"_id": "stmt-1|t-1-2|rules:r1"})["points"] == 3
+    assert evidence.get(db, record["_id"]) == record
     assert db.progress.count_documents({}) == 1
     kept = records.mastery_one(db, "ana", "t-1-2")
-    assert kept["points"] == 3 and kept["evidence"] == ["stmt-1|t-1-2|rules:r1"]
+    assert kept["points"] == 3 and kept["evidence"] == [record["_id"]]
     assert any("'t-1-2'" in w and "kept" in w for w in revised.warnings)
     credit = models.CreditRule.objects.get(identifier="tiny-credit")
     assert credit.competencies == ["t-1-3", "t-1-1"]  # "all" = the current leaves
@@ -585,7 +595,8 @@ def test_reimport_updates_in_place_and_keeps_evidence(app, db) -> None:
 
 def test_reimport_of_case_package_moves_items(app, db) -> None:
     save_framework(parse_case_package(case_v1p0()))
-    db.evidence.insert_one({"_id": "e1", "competency": A1})
+    record = _evidence_record("ana", A1, DOC, 2)
+    evidence.insert(db, [record], batch=1)
     pkg = case_v1p0()
     pkg["CFItems"][2]["fullStatement"] = "Ask questions; define problems."
     pkg["CFAssociations"][2] = assoc(3, "isChildOf", A1, B, 1)  # SP.1.1 moves under SP.2
@@ -595,7 +606,7 @@ def test_reimport_of_case_package_moves_items(app, db) -> None:
     assert moved.raw["fullStatement"] == "Ask questions; define problems."
     assert stored_tree(DOC) == [("SP.1", "Domain", [("SP.1.2", "Standard", [])]),
                                 ("SP.2", "Domain", [("SP.1.1", "Standard", [])])]
-    assert db.evidence.count_documents({}) == 1
+    assert list(evidence.all_records(db)) == [record]
 
 
 def test_identifier_of_another_framework_is_refused(app) -> None:

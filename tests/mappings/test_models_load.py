@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from test_engine_e2e import LEAVES, catalog, drain, post, quiz  # noqa: F401  (catalog: fixture)
 
+from mappings import evidence as evidence_store
 from mappings import records
 from mappings.models import Progress
 
@@ -26,7 +27,7 @@ def test_stored_records_load_through_records_and_the_progress_model(
     assert len(mastery) > 10 and all(m["learner"] for m in mastery)
     rollups = [m for m in mastery if m["from_children"] and m["children"]]
     assert rollups and any(m["evidence"] for m in rollups)
-    evidence = {e["_id"] for e in db["evidence"].find({}, {"_id": 1})}
+    evidence = {e["_id"] for e in evidence_store.all_records(db)}
     assert all(set(m["evidence"]) <= evidence for m in mastery)
     (credit,) = [c for r in held.values() for c in r.credits.values()]
     assert credit["status"] == "awarded" and credit["evidence_by"]

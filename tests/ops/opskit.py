@@ -175,6 +175,7 @@ def load_sample_catalog() -> None:
 
 def snapshot(db) -> dict:
     """Derived state that must not depend on how (or by how many workers) it was made."""
+    from mappings import evidence as evidence_store
     from mappings import records
 
     held = records.load(db, db["progress"].distinct("learner")).values()
@@ -185,7 +186,7 @@ def snapshot(db) -> dict:
                for h in held for d in h.credits.values()}
     evidence = {d["_id"]: (d["points"], d["status"], bool(d.get("voided")),
                            [(a["action"], a.get("points")) for a in d.get("actions", [])])
-                for d in db["evidence"].find()}
+                for d in evidence_store.all_records(db)}
     return {"mastery": mastery, "credits": credits, "evidence": evidence}
 
 

@@ -285,6 +285,7 @@ def test_backup_restore_then_statements_reproduce_mastery_and_credit(
 
     from lti_tool.keys import active_key
     from lti_tool.models import Platform
+    from mappings import evidence
     from mappings.review import decide
     from mappings.worker import Worker
 
@@ -316,7 +317,7 @@ def test_backup_restore_then_statements_reproduce_mastery_and_credit(
     time.sleep(0.1)
     for _ in range(20):
         worker.run_once()
-    pending = list(db["evidence"].find({"status": "pending"}))
+    pending = evidence.pending(db)
     assert len(pending) == 2
     decide(db, pending[0]["_id"], "approve", by="Ms Rivera", comment="seen on site")
     decide(db, pending[1]["_id"], "override", by="Ms Rivera", points=5)

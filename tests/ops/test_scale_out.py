@@ -24,6 +24,7 @@ from opskit import (
     wait_caught_up,
 )
 
+from mappings import evidence
 from masteryhub.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.slow
@@ -99,8 +100,7 @@ def test_two_apps_two_workers_equal_one_recompute(tmp_path):
         # Every statement not voided is evidence; a voided one is evidence marked voided,
         # or none at all when its voiding statement was stored before the mapper got to it.
         targets = {v["object"]["id"] for v in voids}
-        mapped = {e["statement"]: e for e in db["evidence"].find({}, {"statement": 1,
-                                                                       "voided": 1})}
+        mapped = {e["statement"]: e for e in evidence.all_records(db)}
         assert {q["id"] for q in quizzes} - targets <= set(mapped)
         assert all(mapped[sid]["voided"] for sid in targets & set(mapped))
         assert not any(e["voided"] for sid, e in mapped.items() if sid not in targets)
