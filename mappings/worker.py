@@ -41,7 +41,11 @@ log = logging.getLogger(__name__)
 
 WORKER_ID = "mapper"
 LEASE_SECONDS = 10.0
-BATCH = 5000
+# Statements per batch: a learner touched by many statements of a batch costs one evidence
+# bucket and one progress write, so catching up goes faster with larger batches. A batch
+# of 10,000 takes about 3 s on a 2-core machine, well inside the lease (renewed at the
+# start of a batch and again before its records are written).
+BATCH = 10000
 JOBS = "mapping_jobs"
 CATALOG_JOB = "catalog"  # the catalog fingerprint the records follow, and pending work
 REBUILD_CHUNK = 200  # learners rebuilt per job step
