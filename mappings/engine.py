@@ -186,6 +186,8 @@ class _Meta:
 def _insert_new(collection, docs: list[dict]) -> list[dict]:
     """Insert documents with fixed ids; returns those that existed already (a duplicate
     key is expected on re-processing; any other write error is raised)."""
+    if not docs:
+        return []
     try:
         collection.insert_many(docs, ordered=False)
         return []
@@ -210,7 +212,8 @@ class BatchResult:
 class _Plan:
     """The writes one pass derived, made by Engine._commit."""
 
-    writes: list = field(default_factory=list)  # progress documents
+    writes: list = field(default_factory=list)  # progress documents stored before
+    inserts: list[dict] = field(default_factory=list)  # progress documents never stored
     gone: list[str] = field(default_factory=list)  # progress documents left empty
     audits: list[dict] = field(default_factory=list)
     changed_ids: list[str] = field(default_factory=list)  # credits
@@ -728,21 +731,28 @@ class Engine:
                                option=orjson.OPT_SORT_KEYS)
             if raw == state.raw.get(framework):
                 continue
-            plan.writes.append(pymongo.ReplaceOne(
-                {"_id": key}, {"learner": learner, "framework": framework,
-                               "updated_at": _from_ms(now), "s": raw}, upsert=True))
+            doc = {"_id": key, "learner": learner, "framework": framework,
+                   "updated_at": _from_ms(now), "s": raw}
+            if framework in state.raw:
+                plan.writes.append(pymongo.ReplaceOne({"_id": key}, doc))
+            else:  # an insert costs the database a third of a replace
+                plan.inserts.append(doc)
         return plan
 
     def _commit(self, plan: _Plan) -> list[str]:
         """Write what was derived (after the lease check); returns changed credit ids."""
-        if self.guard is not None and (plan.writes or plan.gone or plan.audits):
+        if self.guard is not None and (plan.writes or plan.inserts or plan.gone or
+                                       plan.audits):
             self.guard()
         if plan.audits:
             # Before the credits: a retried batch finds the old credit, makes the same
             # audit records (same ids) again, and they are kept once.
             _insert_new(self.audit, plan.audits)
-        if plan.writes:
-            self.progress.bulk_write(plan.writes, ordered=False)
+        # Stored meanwhile after all (a batch done again after a crash): replaced instead.
+        writes = plan.writes + [pymongo.ReplaceOne({"_id": d["_id"]}, d, upsert=True)
+                                for d in _insert_new(self.progress, plan.inserts)]
+        if writes:
+            self.progress.bulk_write(writes, ordered=False)
         for i in range(0, len(plan.gone), CHUNK):
             self.progress.delete_many({"_id": {"$in": plan.gone[i:i + CHUNK]}})
         return plan.changed_ids
