@@ -159,10 +159,10 @@ class ClassData:
 def load_class(db, session: LaunchSession, *, cell_dates: bool = False) -> ClassData:
     """Everything about the course's learners in a few queries whose size is bounded by the
     class (learners x competencies), never by the whole evidence collection: memberships,
-    the course's competencies, one read of the learners' mastery and credit records, the
-    pending evidence (by the evidence buckets' pending index) and a handful of evidence
-    records by id for the dates. ``cell_dates``: also each cell's newest evidence date (the
-    CSV export)."""
+    the course's competencies, one read of the learners' mastery and credit records (which
+    also give the dates of their newest evidence) and the pending evidence (by the evidence
+    buckets' pending index). ``cell_dates``: also each cell's newest evidence date (the CSV
+    export)."""
     course = _course(session)
     scope = scope_of(course)
     members = _members(session)
