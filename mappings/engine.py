@@ -431,16 +431,24 @@ class Engine:
                     result.pairs.add((learner, draft.competency))
         return ops, voided_targets, failed
 
-    def process(self, docs: Iterable[dict]) -> BatchResult:
+    def process(self, docs: Iterable[dict], *, checked: bool = False) -> BatchResult:
         """Apply a batch of LRS statement documents (as stored, in sequence order).
+
+        ``checked``: the statements may have evidence already (a batch done again, a
+        database restored or upgraded, statements a recompute mapped ahead of the worker):
+        their evidence is looked up first (as re-mapping does, :meth:`remap`) and their
+        learners are rebuilt, so nothing is stored twice. Otherwise the new evidence is
+        inserted without looking, which is what makes the worker fast.
 
         Why the evidence is inserted in a thread: the database works on the insert while
         this process computes the records (two cores, two processes). The records are
         computed from the scores as stored plus the batch's new evidence; should the insert
         find evidence stored before (a retried batch, whose records may hold a teacher's
         decision), they are computed again from what is stored."""
-        result = BatchResult()
         docs = list(docs)
+        if checked:
+            return self._process_checked(docs)
+        result = BatchResult()
         # Names the batch's evidence buckets: the same statements give the same buckets.
         batch = min((d["_id"] for d in docs), default=0)
         ops, voided_targets, _ = self._evidence_of(docs, result)
@@ -469,8 +477,20 @@ class Engine:
         result.credits_changed = self._commit(plan)
         return result
 
+    def _process_checked(self, docs: list[dict]) -> BatchResult:
+        result = BatchResult(statements=len(docs))
+        _, changed = self.remap(docs, retract_all=True)
+        learners = set(changed)
+        for doc in docs:
+            stmt = loads_json(doc["j"])
+            if not doc.get("vb"):
+                learners.update(self.identities.known_learners_of(stmt.get("actor") or {}))
+        result.credits_changed = self.rebuild(learners)
+        return result
+
     # -- the catalog changed: map again, rebuild ---------------------------------------
-    def remap(self, docs: Iterable[dict]) -> tuple[int, set[str]]:
+    def remap(self, docs: Iterable[dict], *, retract_all: bool = False
+              ) -> tuple[int, set[str]]:
         """Map statements again under the current catalog, writing evidence only: evidence
         the rules now produce and that is missing is added; evidence whose (statement,
         learner, competency, rule) they no longer produce is marked ``superseded`` (kept
@@ -478,13 +498,16 @@ class Engine:
         superseded evidence produced again gets its status back. Evidence still produced
         keeps the teacher's decisions; without any, its status follows the rule (a rule
         that now asks for review makes it pending). Statements that could not be mapped
-        leave their evidence alone.
+        leave their evidence alone. ``retract_all``: report the learners of every voided
+        statement's evidence, not only of evidence marked voided now.
 
         Mastery and credits are not touched: returns (statements read, learners whose
         evidence changed), and the caller rebuilds those learners (:meth:`rebuild`)."""
         result = BatchResult()
         docs = list(docs)
         ops, voided_targets, failed = self._evidence_of(docs, result)
+        # Learners this created may have evidence stored below that no progress counts yet.
+        self.identities.created.difference_update(op["learner"] for op in ops)
         wanted = {op["_id"]: op for op in ops}
         mapped = [d for d in docs
                   if not d.get("vb") and not d.get("v") and d["sid"] not in failed]
@@ -492,7 +515,8 @@ class Engine:
             [(d["sid"], loads_json(d["j"]).get("actor")) for d in mapped])}
         changed: set[str] = set()
         inserts = []
-        updates: dict[str, tuple[str | None, dict, set[str]]] = {}  # id -> (status, set, unset)
+        # id -> (status and number of decisions as read, fields to set, fields to unset)
+        updates: dict[str, tuple[str | None, int, dict, set[str]]] = {}
         now = utcnow()
         for key, op in wanted.items():
             e = existing.get(key)
@@ -511,10 +535,10 @@ class Engine:
             elif e.get("status") != op["status"] and not decided:
                 update["status"] = op["status"]
             if update or unset:
-                updates[key] = (e.get("status"), update, unset)
+                updates[key] = (e.get("status"), len(e.get("actions") or ()), update, unset)
         for key, e in existing.items():
             if key not in wanted and e.get("status") != SUPERSEDED:
-                updates[key] = (e.get("status"), {
+                updates[key] = (e.get("status"), len(e.get("actions") or ()), {
                     "status": SUPERSEDED, "superseded_status": e.get("status"),
                     "superseded_at": now}, set())
         if inserts:
@@ -522,8 +546,9 @@ class Engine:
             changed |= {lr for lr, _ in self._write_evidence(inserts, batch, "r")}
         if updates:
             def apply(record: dict) -> dict | None:
-                status, update, unset = updates[record["_id"]]
-                if record.get("status") != status:
+                status, decisions, update, unset = updates[record["_id"]]
+                if record.get("status") != status or \
+                        len(record.get("actions") or ()) != decisions:
                     # A teacher's decision made meanwhile wins (the evidence is
                     # superseded by the next recompute instead).
                     return None
@@ -535,7 +560,7 @@ class Engine:
             changed |= {after["learner"] for _, after in evidence_store.change(
                 self.db, learners, apply, ids=updates)}
         if voided_targets:
-            retracted = self._retract(voided_targets, only_new=True)
+            retracted = self._retract(voided_targets, only_new=not retract_all)
             changed |= {lr for lr, _ in retracted}
         return result.statements, changed
 

@@ -255,17 +255,18 @@ def remove(db: Database, learner: str, ids: Iterable[str]) -> None:
                        if any(i["_id"] in gone for i in items) else None)
 
 
-def migrate_flat(db: Database, chunk: int = 2000) -> int:
+def migrate_flat(db: Database, chunk: int = 2000) -> tuple[int, int]:
     """Move records stored one per document (versions before buckets) into buckets, one
     per learner and statement (ids that any number of processes migrating at once agree
     on), then delete them. Safe to interrupt and to run concurrently. Returns how many
-    were moved."""
+    were moved and the highest statement sequence among them."""
     collection = db[COLLECTION]
-    moved = 0
+    moved = highest = 0
     while True:
         flat = list(collection.find({"items": {"$exists": False}}).limit(chunk))
         if not flat:
-            return moved
+            return moved, highest
+        highest = max(highest, *(r["seq"] for r in flat))
         by_key: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for record in flat:
             by_key[(record["learner"], record["seq"])].append(record)

@@ -209,7 +209,13 @@ def ensure_indexes() -> None:
     if obsolete:
         # Written by such a version: move its records into buckets first (safe to
         # interrupt: the indexes go when it is done, and mark the database as moved).
-        moved = evidence.migrate_flat(db)
+        from mappings.worker import WORKER_ID
+
+        moved, highest = evidence.migrate_flat(db)
+        # The worker may have mapped statements past its position before the upgrade (a
+        # batch cut short): it looks for their evidence before storing any.
+        db["worker_state"].update_one({"_id": WORKER_ID},
+                                      {"$max": {"checked_upto": highest}}, upsert=True)
         log.info("evidence: %d records moved into buckets", moved)
         for name in obsolete:
             collection.drop_index(name)

@@ -40,6 +40,9 @@ from mappings.models import ensure_indexes, utcnow
 log = logging.getLogger(__name__)
 
 WORKER_ID = "mapper"
+#: ``worker_state.checked_upto`` after a restore: every statement may have evidence (from
+#: the backup) until a recompute has looked at them all.
+CHECK_ALL = 2 ** 62
 LEASE_SECONDS = 10.0
 # Statements per batch: a learner touched by many statements of a batch costs one evidence
 # bucket and one progress write, so catching up goes faster with larger batches. A batch
@@ -255,6 +258,10 @@ class Worker:
         # statements, whatever this worker's batch size: its evidence buckets are named by
         # it, so the same buckets come out (mappings.evidence.insert).
         upper = state.get("batch_upto") or 0
+        # Statements that may have evidence already go the checked way (Engine.process):
+        # a batch done again, and those below ``checked_upto`` (a restored or upgraded
+        # database, statements a recompute mapped ahead of the worker).
+        checked = upper > position or position < (state.get("checked_upto") or 0)
         if upper <= position:
             upper = min(self.store.watermark().seq, position + self.batch)
             if upper <= position:
@@ -262,7 +269,7 @@ class Worker:
             self.state.update_one({"_id": WORKER_ID, "holder": self.name},
                                   {"$set": {"batch_upto": upper}})
         docs = list(self.store.statements_in_range(position, upper))
-        result = self.engine().process(docs)
+        result = self.engine().process(docs, checked=checked)
         result.busy = busy
         # Advance only if we still hold the lease: a worker that stalled past its lease
         # must not move the position of the one that took over.
@@ -340,19 +347,23 @@ def recompute(db: Database, *, learner: str | None = None, framework: str | None
         time.sleep(0.2)
     try:
         holder.engine()  # a catalog change not noticed yet becomes part of the job
-        _schedule_recompute(db, holder, learner)
+        mapped_upto = _schedule_recompute(db, holder, learner)
         done = 0
         while (step := holder.job_step(progress)) is not None:
             if step[0] == "statements":
                 done += step[1]
         while holder.drain_dirty():
             pass
+        # Every statement up to the watermark has been looked at: after a restore, only
+        # those the worker has not reached yet still need the checked way.
+        db["worker_state"].update_one({"_id": WORKER_ID, "checked_upto": {"$gte": CHECK_ALL}},
+                                      {"$set": {"checked_upto": mapped_upto}})
         return done
     finally:
         holder.release()
 
 
-def _schedule_recompute(db: Database, holder: Worker, learner: str | None) -> None:
+def _schedule_recompute(db: Database, holder: Worker, learner: str | None) -> int:
     """Add a recompute to the catalog job: a new pass when none is unfinished, else the
     unfinished one is resumed (its statement range extended to the watermark)."""
     jobs = db[JOBS]
@@ -370,5 +381,9 @@ def _schedule_recompute(db: Database, holder: Worker, learner: str | None) -> No
         elif learner and rebuild.get("learners") is not None and \
                 (learner not in rebuild["learners"] or learner <= rebuild.get("after", "")):
             mark_dirty(db, {(learner, ALL)})
+    # The remap may map statements the worker has not reached: it will check them.
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$max": {"checked_upto": watermark}},
+                                  upsert=True)
     jobs.update_one({"_id": CATALOG_JOB}, {"$set": {"remap": remap, "rebuild": rebuild},
                                            "$inc": {"gen": 1}}, upsert=True)
+    return watermark

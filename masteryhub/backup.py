@@ -248,10 +248,15 @@ def _after_restore(db: Database) -> None:
     from lti_tool.models import ensure_indexes as ensure_lti_indexes
     from mappings import catalog
     from mappings.models import ensure_indexes
+    from mappings.worker import CHECK_ALL, WORKER_ID
 
     StatementStore(db).ensure_indexes()
     ensure_indexes()
     ensure_lti_indexes()
+    # The statements imported next were mapped before (the evidence restored): the worker
+    # looks for their evidence before storing any, until a recompute has seen them all.
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {"checked_upto": CHECK_ALL}},
+                                  upsert=True)
     catalog.bump()
 
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -879,3 +880,87 @@ def test_a_void_racing_its_target_always_voids_it(client, xapi_headers, db, cata
     assert counted == []
     assert all(m["points"] is None for m in all_mastery(db) if not m["from_children"])
 
+
+
+def wait_for_watermark(db) -> None:
+    from lrs.store import StatementStore
+
+    store = StatementStore(db)
+    while store.watermark().seq < store.last_seq():
+        time.sleep(0.01)
+
+
+def duplicated_records(db) -> dict[str, int]:
+    counts = Counter(r["_id"] for r in evidence_store.all_records(db))
+    return {k: n for k, n in counts.items() if n > 1}
+
+
+def test_a_batch_done_again_after_a_merge_stores_no_record_twice(
+        client, xapi_headers, db, catalog):
+    from mappings.identity import link, move_evidence
+
+    post(client, xapi_headers, [quiz("dee@school.example.edu", "ALG.1.1", 0.9)])
+    drain(db)
+    dee = learner_of(db, "dee@school.example.edu")
+    position = db["worker_state"].find_one({"_id": WORKER_ID})["position"]
+    other = quiz("x@school.example.edu", "ALG.1.2", 0.5)
+    other["actor"] = {"account": {"homePage": "https://courses.example.com", "name": "dee-42"}}
+    post(client, xapi_headers, [other])
+    drain(db)
+    upper = db["worker_state"].find_one({"_id": WORKER_ID})["position"]
+    # The worker died after the batch's writes, before moving its position; meanwhile the
+    # account was linked to Dee, which moved its evidence to her.
+    db["worker_state"].update_one({"_id": WORKER_ID},
+                                  {"$set": {"position": position, "batch_upto": upper}})
+    _, merged = link(dee, "acct|https://courses.example.com|dee-42")
+    assert merged is not None
+    move_evidence(db, merged, dee)
+    drain(db)  # the batch again
+    assert duplicated_records(db) == {}
+    assert {r["competency"] for r in evidence_store.of_learners(db, [dee])} == \
+        {"alg1-1-1", "alg1-1-2"}
+
+
+def test_statements_a_recompute_mapped_ahead_of_the_worker_are_not_stored_twice(
+        client, xapi_headers, db, catalog):
+    email = "ana@school.example.edu"
+    post(client, xapi_headers, [quiz(email, "ALG.1.1", 0.95, n=1, when="2026-09-01T10:00:00Z")])
+    drain(db)
+    post(client, xapi_headers, [quiz(email, "ALG.1.1", 0.3, n=2, when="2026-09-02T10:00:00Z"),
+                                quiz(email, "ALG.1.1", 0.5, n=3, when="2026-09-03T10:00:00Z")])
+    wait_for_watermark(db)
+    recompute(db)  # maps the new statements before the worker has reached them
+    drain(db)
+    ana = learner_of(db, email)
+    assert duplicated_records(db) == {}
+    once = mastery_of(db, ana, "alg1-1-1")
+    assert len(once["evidence"]) == 3
+    recompute(db)
+    assert mastery_of(db, ana, "alg1-1-1")["points"] == once["points"]
+
+
+def test_a_restored_database_maps_its_statements_again_without_doubling_or_undoing_decisions(
+        client, xapi_headers, db, catalog):
+    from mappings.review import decide
+    from mappings.worker import CHECK_ALL
+
+    email = "ana@school.example.edu"
+    post(client, xapi_headers, [quiz(email, "ALG.1.1", 0.95, n=1)])
+    drain(db)
+    post(client, xapi_headers, [quiz(email, "ALG.1.2", 0.9, n=2)])
+    drain(db)  # two batches: mapped again in one, the second's evidence is in another bucket
+    ana = learner_of(db, email)
+    (copied,) = [r for r in evidence_store.of_learners(db, [ana]) if r["competency"] == "alg1-1-2"]
+    decide(db, copied["_id"], "reject", by="Ms T", comment="copied")
+    assert mastery_of(db, ana, "alg1-1-2")["points"] is None
+    # What `masteryhub restore` + `statements import` leave: the evidence with the teacher's
+    # decisions, the statements again, the worker at the start (masteryhub.backup).
+    db["worker_state"].update_one({"_id": WORKER_ID}, {"$set": {
+        "position": 0, "checked_upto": CHECK_ALL}, "$unset": {"batch_upto": ""}})
+    drain(db)
+    assert duplicated_records(db) == {}
+    assert evidence_store.get(db, copied["_id"])["status"] == "rejected"
+    assert mastery_of(db, ana, "alg1-1-2")["points"] is None
+    recompute(db)  # the documented last step: afterwards new statements go the fast way
+    assert db["worker_state"].find_one({"_id": WORKER_ID})["checked_upto"] < CHECK_ALL
+    assert duplicated_records(db) == {}
