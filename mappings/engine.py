@@ -53,6 +53,7 @@ from mappings.records import PROGRESS
 from mappings.rules import match_statement
 
 MAPPER = "mapper"
+LEGACY_CREDITS = "credits"  # where versions before progress documents kept credits
 #: Evidence status of a record the rules no longer produce (see Engine.remap).
 SUPERSEDED = "superseded"
 _KEPT = ("status", "voided", "actions", "_id")  # what re-mapping never overwrites
@@ -355,6 +356,7 @@ class Engine:
         self._credit_framework = {rule.identifier: rule.framework
                                   for rule in catalog.credit_rules}
         self._rules = {rule.identifier: _Rule.of(rule) for rule in catalog.credit_rules}
+        self._legacy_credits: bool | None = None  # whether an older version's credits exist
         self._rules_by_competency = {
             c: [self._rules[rule.identifier] for rule in rules]
             for c, rules in catalog.credits_by_competency.items()}
@@ -796,7 +798,39 @@ class Engine:
                                  if c in self.catalog.competencies})
         for lr, _ in wanted:
             states.setdefault(lr, _LearnerState())  # a learner with nothing stored yet
+        self._seed_legacy_credits(states, {(lr, fw) for lr, fw in wanted
+                                           if fw not in states[lr].raw})
         return states
+
+    def _seed_legacy_credits(self, states: dict[str, _LearnerState],
+                             missing: set[tuple[str, str]]) -> None:
+        """A database written before progress documents keeps its credits in ``credits``:
+        a learner's first progress document takes their history from there (status,
+        award and revocation dates, the count that numbers the audit records), so an
+        upgrade neither forgets a revocation nor reuses audit ids."""
+        if not missing:
+            return
+        if self._legacy_credits is None:
+            self._legacy_credits = LEGACY_CREDITS in self.db.list_collection_names()
+        if not self._legacy_credits:
+            return
+        learners = sorted({lr for lr, _ in missing})
+        for i in range(0, len(learners), CHUNK):
+            for c in self.db[LEGACY_CREDITS].find({"learner": {"$in": learners[i:i + CHUNK]}}):
+                framework = self._credit_framework.get(c.get("rule"))
+                if (c["learner"], framework) not in missing:
+                    continue
+                body = states[c["learner"]].stored.setdefault(
+                    framework, {"leaves": {}, "mastery": {}, "credits": {}})
+                body.setdefault("credits", {})[c["rule"]] = {
+                    "status": c.get("status") or "in_progress",
+                    "mastered": list(c.get("mastered") or ()),
+                    "missing": list(c.get("missing") or ()),
+                    "percent": c.get("percent") or 0.0,
+                    "awarded_at": _ms(c["awarded_at"]) if c.get("awarded_at") else None,
+                    "revoked_at": _ms(c["revoked_at"]) if c.get("revoked_at") else None,
+                    "transitions": c.get("transitions") or 0,
+                    "at": _ms(c.get("updated_at") or utcnow())}
 
     def _leaves_from_evidence(self, missing: set[tuple[str, str]],
                               states: dict[str, _LearnerState]) -> None:

@@ -36,6 +36,9 @@ from pymongo.database import Database
 
 COLLECTION = "evidence"
 CHUNK = 200  # learners per $in
+# Records per bucket at most: a learner who brings most of a batch (or a merge of a long
+# history) makes several buckets, far from the 16 MB document limit.
+MAX_ITEMS = 2000
 RETRIES = 50
 log = logging.getLogger(__name__)
 
@@ -145,8 +148,11 @@ def insert(db: Database, records: list[dict], *, batch: int, suffix: str = "") -
     by_learner: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_learner[r["learner"]].append(r)
-    return _insert_buckets(db, [_bucket(lr, bucket_id(lr, batch, suffix), items)
-                                for lr, items in by_learner.items()])
+    return _insert_buckets(db, [
+        _bucket(lr, bucket_id(lr, batch, suffix) + (f"#{k}" if k else ""),
+                items[k * MAX_ITEMS:(k + 1) * MAX_ITEMS])
+        for lr, items in by_learner.items()
+        for k in range((len(items) + MAX_ITEMS - 1) // MAX_ITEMS)])
 
 
 def _insert_buckets(db: Database, docs: list[dict]) -> list[dict]:
@@ -242,8 +248,8 @@ def change(db: Database, learners: Iterable[str],
                 out.append(item)
             return out if mine else None
 
-        _change_bucket(db, key, apply)
-        changed += mine
+        if _change_bucket(db, key, apply):
+            changed += mine
     return changed
 
 
@@ -275,3 +281,32 @@ def migrate_flat(db: Database, chunk: int = 2000) -> tuple[int, int]:
         collection.delete_many({"_id": {"$in": [r["_id"] for r in flat]},
                                 "items": {"$exists": False}})
         moved += len(flat)
+
+
+def move_learner(db: Database, from_learner: str, to_learner: str,
+                 merge: Callable[[dict, dict], dict]) -> int:
+    """Move a merged learner's records to the learner they now are (ids re-keyed); a
+    record the target has already (a Group statement both were members of) becomes
+    ``merge(target's, moved)``. Bucket by bucket: a bucket is deleted only if it did not
+    change while it was copied (a decision or a void made meanwhile is copied again, not
+    lost). Safe to run again after an interruption. Returns how many records moved."""
+    moved = 0
+    for key in [b["_id"] for b in buckets_of(db, [from_learner])]:
+        for _ in range(RETRIES):
+            doc = db[COLLECTION].find_one({"_id": key})
+            if doc is None or "items" not in doc:
+                break
+            new = {}
+            for r in _records(doc):
+                rid = evidence_id(r["statement"], to_learner, r["competency"], r["rule"])
+                new[rid] = dict(r, _id=rid, learner=to_learner)
+            there = {e["_id"] for e in by_ids(db, new)}
+            change(db, [to_learner], lambda e, new=new: merge(e, new[e["_id"]]), ids=there)
+            insert(db, [r for k, r in new.items() if k not in there], batch=0,
+                   suffix=f"@{key}")
+            if db[COLLECTION].delete_one({"_id": key, "v": doc.get("v", 0)}).deleted_count:
+                moved += len(new)
+                break
+        else:
+            raise ConflictError(f"evidence bucket {key} kept changing during a merge")
+    return moved

@@ -171,27 +171,13 @@ def move_evidence(db, from_learner: str, to_learner: str) -> int:
     learner's. Safe to run again after an interruption."""
     from mappings import catalog as catalog_module
     from mappings import evidence as evidence_store
-    from mappings.evidence import evidence_id
     from mappings.records import PROGRESS
     from mappings.worker import ALL, apply_dirty_now, mark_dirty
 
-    moved = evidence_store.of_learners(db, [from_learner])
-    if moved:
-        new = {evidence_id(d["statement"], to_learner, d["competency"], d["rule"]):
-               dict(d, learner=to_learner, _id=evidence_id(d["statement"], to_learner,
-                                                           d["competency"], d["rule"]))
-               for d in moved}
-        # A record the new learner has already is merged into it; the others go into a
-        # bucket named after the merged learner (an interrupted merge run again finds it).
-        existing = {e["_id"] for e in evidence_store.by_ids(db, new)}
-        evidence_store.change(db, [to_learner], lambda e: merge_evidence(e, new[e["_id"]]),
-                              ids=existing)
-        evidence_store.insert(db, [r for k, r in new.items() if k not in existing],
-                              batch=0, suffix=f"@{from_learner}")
-        evidence_store.remove(db, from_learner, [d["_id"] for d in moved])
+    moved = evidence_store.move_learner(db, from_learner, to_learner, merge_evidence)
     db[PROGRESS].delete_many({"learner": from_learner})
     # Running workers drop their identity caches (the merged learner no longer exists).
     catalog_module.bump()
     mark_dirty(db, {(to_learner, ALL)})
     apply_dirty_now(db)
-    return len(moved)
+    return moved

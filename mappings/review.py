@@ -68,7 +68,14 @@ def decide(db: Database, evidence_id: str, action: str, *, by: str,
         previous[:] = [e["status"]]
         return dict(e, actions=[*(e.get("actions") or ()), record], status=status)
 
-    evidence_store.change(db, [evidence["learner"]], decided, ids=[evidence_id])
+    try:
+        done = evidence_store.change(db, [evidence["learner"]], decided, ids=[evidence_id])
+    except evidence_store.ConflictError:
+        raise ReviewError(f"evidence {evidence_id!r} is being changed by others right now; "
+                          "try again") from None
+    if not done:
+        raise ReviewError(f"no evidence {evidence_id!r} any more (its learner was merged "
+                          "meanwhile?); reload and decide again")
     db["audit"].insert_one({"at": now, "actor": by, "action": f"evidence_{action}",
                             "subject": evidence_id,
                             "detail": {"comment": comment, "points": points,

@@ -964,3 +964,31 @@ def test_a_restored_database_maps_its_statements_again_without_doubling_or_undoi
     recompute(db)  # the documented last step: afterwards new statements go the fast way
     assert db["worker_state"].find_one({"_id": WORKER_ID})["checked_upto"] < CHECK_ALL
     assert duplicated_records(db) == {}
+
+
+def test_an_upgraded_database_keeps_its_credit_history(client, xapi_headers, db, catalog):
+    import datetime as dt
+
+    email = "lee@school.example.edu"
+    post(client, xapi_headers, [quiz(email, "ALG.1.1", 0.9)])
+    drain(db)
+    lee = learner_of(db, email)
+    assert credit_of(db, lee)["status"] == "in_progress"
+    # What a version before progress documents left: the credit in `credits`, awarded
+    # and revoked once already, and no progress.
+    revoked = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
+    db["progress"].delete_many({"learner": lee})
+    db["credits"].insert_one({"_id": f"{lee}|{CREDIT}", "learner": lee, "rule": CREDIT,
+                              "status": "revoked", "mastered": [], "missing": [],
+                              "percent": 0.0, "awarded_at": None, "revoked_at": revoked,
+                              "transitions": 2, "updated_at": revoked})
+    recompute(db)
+    credit = credit_of(db, lee)
+    assert (credit["status"], credit["transitions"], credit["revoked_at"]) == \
+        ("revoked", 2, revoked)
+    # Earning it again numbers its audit record after the old ones.
+    post(client, xapi_headers, [quiz(email, code, 0.95, n=i)
+                                for i, code in enumerate(LEAVES[:10], start=1)])
+    drain(db)
+    assert credit_of(db, lee)["transitions"] == 3
+    assert db["audit"].find_one({"_id": f"{lee}|{CREDIT}|3|credit_awarded"}) is not None

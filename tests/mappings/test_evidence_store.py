@@ -111,3 +111,35 @@ def test_a_bucket_that_keeps_changing_is_an_error_not_a_lost_write(app, db):
     with pytest.raises(evidence.ConflictError):
         evidence.change(db, ["L1"], always_interfere)
     assert next(evidence.all_records(db))["status"] == "accepted"
+
+
+def test_a_learner_who_brings_a_whole_batch_gets_several_buckets(app, db):
+    many = [record(f"s{i}", "L1", "c1", seq=i) for i in range(evidence.MAX_ITEMS * 2 + 10)]
+    assert evidence.insert(db, many, batch=0) == []
+    assert db[evidence.COLLECTION].count_documents({"learner": "L1"}) == 3
+    assert len(evidence.of_learners(db, ["L1"])) == len(many)
+    assert evidence.insert(db, many, batch=0) != []  # done again: all seen, none added
+    assert len(evidence.of_learners(db, ["L1"])) == len(many)
+
+
+def test_a_merge_copies_again_what_changed_while_it_was_copying(app, db, monkeypatch):
+    from mappings.identity import merge_evidence
+
+    a, b = record("s1", "OLD", "c1", seq=1), record("s2", "OLD", "c2", seq=2)
+    evidence.insert(db, [a, b], batch=1)
+    real_insert = evidence.insert
+    interfered = []
+
+    def insert_then_void(db_, records, **kwargs):
+        out = real_insert(db_, records, **kwargs)
+        if not interfered:  # a void lands on the old learner's bucket mid-merge
+            interfered.append(True)
+            evidence.change(db, ["OLD"], lambda r: dict(r, voided=True), ids=[b["_id"]])
+        return out
+
+    monkeypatch.setattr(evidence, "insert", insert_then_void)
+    assert evidence.move_learner(db, "OLD", "NEW", merge_evidence) == 2
+    moved = {r["competency"]: r for r in evidence.of_learners(db, ["NEW"])}
+    assert moved["c2"]["voided"] is True and moved["c1"]["voided"] is False
+    assert evidence.of_learners(db, ["OLD"]) == []
+    assert len(list(evidence.all_records(db))) == 2

@@ -184,9 +184,11 @@ def snapshot(db) -> dict:
                for h in held for d in h.mastery.values()}
     credits = {d["_id"]: (d["status"], sorted(d["mastered"]), d["percent"], d.get("awarded_at"))
                for h in held for d in h.credits.values()}
+    stored = list(evidence_store.all_records(db))
+    assert len(stored) == len({d["_id"] for d in stored}), "an evidence record stored twice"
     evidence = {d["_id"]: (d["points"], d["status"], bool(d.get("voided")),
                            [(a["action"], a.get("points")) for a in d.get("actions", [])])
-                for d in evidence_store.all_records(db)}
+                for d in stored}
     return {"mastery": mastery, "credits": credits, "evidence": evidence}
 
 
