@@ -49,6 +49,9 @@ LEASE_SECONDS = 10.0
 # of 10,000 takes about 3 s on a 2-core machine, well inside the lease (renewed at the
 # start of a batch and again before its records are written).
 BATCH = 10000
+# Statements per batch that looks up existing evidence first (re-mapping, the checked way):
+# each costs more, and a batch must stay well inside the lease.
+CHECKED_BATCH = 2000
 JOBS = "mapping_jobs"
 CATALOG_JOB = "catalog"  # the catalog fingerprint the records follow, and pending work
 REBUILD_CHUNK = 200  # learners rebuilt per job step
@@ -210,7 +213,7 @@ class Worker:
             if position >= upto:
                 jobs.update_one({"_id": CATALOG_JOB, "gen": gen}, {"$set": {"remap": None}})
                 return "statements", 0
-            upper = min(upto, position + self.batch)
+            upper = min(upto, position + min(self.batch, CHECKED_BATCH))
             read, changed = engine.remap(self.store.statements_in_range(position, upper))
             # Learners the rebuild will not reach get rebuilt through the dirty queue.
             after = (rebuild or {}).get("after", "")
@@ -263,7 +266,8 @@ class Worker:
         # database, statements a recompute mapped ahead of the worker).
         checked = upper > position or position < (state.get("checked_upto") or 0)
         if upper <= position:
-            upper = min(self.store.watermark().seq, position + self.batch)
+            upper = min(self.store.watermark().seq,
+                        position + (min(self.batch, CHECKED_BATCH) if checked else self.batch))
             if upper <= position:
                 return BatchResult(busy=busy)
             self.state.update_one({"_id": WORKER_ID, "holder": self.name},
